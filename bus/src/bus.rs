@@ -1,0 +1,215 @@
+//! [`EventBus`]: the one handle services use, whatever the backend.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::consumer::new_message_id;
+use crate::memory::MemoryBus;
+use crate::{
+    BackendKind, Error, Event, EventBusConfig, Headers, IntoSubscription, Topic, headers,
+};
+
+/// The server's acknowledgement of a publish: the event is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The event's sequence number in its stream.
+    pub sequence: u64,
+    /// The server had already stored an event with the same `Nats-Msg-Id` in its duplicate
+    /// window, and dropped this one.
+    pub duplicate: bool,
+}
+
+/// The health of a bus, from [`EventBus::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Connected and answering.
+    Healthy,
+    /// Closed, disconnected, or not answering; the reason says which.
+    Unhealthy(String),
+}
+
+impl Health {
+    /// Whether the bus is healthy.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Health::Healthy)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Memory(MemoryBus),
+}
+
+/// A typed event bus over the configured backend. Cheap to clone; clones share the bus.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), bus::Error> {
+/// use bus::{Event, EventBus, EventBusConfig, HandlerError, Subscription, Topic};
+/// # #[derive(Clone, PartialEq, prost::Message)] pub struct PriceUpdated {
+/// #     #[prost(double, tag = "1")] pub value: f64 }
+/// # impl Event for PriceUpdated {
+/// #     const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.price_updated");
+/// #     const EVENT_TYPE: &'static str = "price_updated";
+/// #     const FULL_NAME: &'static str = "cqc.events.v1.PriceUpdated";
+/// # }
+///
+/// // The backend comes from the configuration (`BUS_BACKEND=jetstream` ...).
+/// let bus = EventBus::connect(EventBusConfig::from_env()?).await?;
+/// bus.subscribe(
+///     Subscription::new("log_prices", PriceUpdated::TOPIC)
+///         .handler(|e: PriceUpdated| async move { println!("{}", e.value); Ok::<_, HandlerError>(()) }),
+/// )
+/// .await?;
+/// bus.publish(&PriceUpdated { value: 42.0 }).await?;
+/// bus.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    backend: Arc<Backend>,
+}
+
+impl EventBus {
+    /// Builds the bus the configuration asks for, connecting if it is remote.
+    pub async fn connect(config: EventBusConfig) -> Result<EventBus, Error> {
+        config.validate()?;
+        match config.backend {
+            BackendKind::Memory => Ok(Self::from(MemoryBus::new(config)?)),
+            BackendKind::JetStream => Err(Error::Config(
+                "the JetStream backend is not available in this build; use `backend = \"memory\"`"
+                    .into(),
+            )),
+        }
+    }
+
+    /// An in-memory bus with the default configuration.
+    pub fn memory() -> EventBus {
+        Self::from(MemoryBus::new(EventBusConfig::memory()).expect("the default configuration is valid"))
+    }
+
+    /// The memory backend, if this bus runs on it.
+    pub fn as_memory(&self) -> Option<&MemoryBus> {
+        match &*self.backend {
+            Backend::Memory(m) => Some(m),
+        }
+    }
+
+    /// Publishes `event` on its type's topic and returns once it is stored.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<PublishAck, Error> {
+        self.publish_to(E::TOPIC, event).await
+    }
+
+    /// Publishes `event` on `topic`, which must be a topic of the same event type.
+    ///
+    /// ```compile_fail
+    /// # use bus::{Event, EventBus, Topic};
+    /// # #[derive(Clone, PartialEq, prost::Message)] struct A {}
+    /// # #[derive(Clone, PartialEq, prost::Message)] struct B {}
+    /// # const A_TOPIC: Topic<A> = Topic::new("a");
+    /// # async fn f(bus: EventBus) {
+    /// // A `Topic<A>` does not take a `B`.
+    /// bus.publish_to(A_TOPIC, &B {}).await;
+    /// # }
+    /// ```
+    pub async fn publish_to<E: Event>(&self, topic: Topic<E>, event: &E) -> Result<PublishAck, Error> {
+        let (payload, headers) = encode(event);
+        self.send(topic.as_str().into(), payload, headers).await
+    }
+
+    /// Publishes already-encoded bytes on `topic`, which is validated first. `headers` are sent
+    /// as given, plus a generated `Nats-Msg-Id` if they have none.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        mut headers: Headers,
+    ) -> Result<PublishAck, Error> {
+        crate::topic::validate_topic(topic)?;
+        if headers.get(headers::MSG_ID).is_none() {
+            headers.insert(headers::MSG_ID, new_message_id());
+        }
+        self.send(topic.into(), payload.into(), headers).await
+    }
+
+    /// Publishes many events, keeping up to a window of publishes in flight instead of waiting
+    /// for each acknowledgement in turn. Returns the acknowledgements in order, or the first
+    /// error (events before it are stored; retrying the batch is safe when the events have ids,
+    /// since the server deduplicates them).
+    pub async fn publish_batch<'a, E, I>(&self, events: I) -> Result<Vec<PublishAck>, Error>
+    where
+        E: Event,
+        I: IntoIterator<Item = &'a E>,
+    {
+        let events = events.into_iter();
+        let mut acks = Vec::with_capacity(events.size_hint().0);
+        for event in events {
+            acks.push(self.publish(event).await?);
+        }
+        Ok(acks)
+    }
+
+    async fn send(&self, topic: Arc<str>, payload: Bytes, headers: Headers) -> Result<PublishAck, Error> {
+        match &*self.backend {
+            Backend::Memory(m) => m.publish(topic, payload, headers).await,
+        }
+    }
+
+    /// Starts delivering to a subscription: a [`Subscription`](crate::Subscription) or what
+    /// `#[event_handler]` generates.
+    pub async fn subscribe(&self, subscription: impl IntoSubscription) -> Result<(), Error> {
+        let sub = subscription.into_subscription();
+        match &*self.backend {
+            Backend::Memory(m) => m.subscribe(sub).await,
+        }
+    }
+
+    /// Subscribes several handlers; stops at the first error.
+    pub async fn subscribe_all<S: IntoSubscription>(
+        &self,
+        subscriptions: impl IntoIterator<Item = S>,
+    ) -> Result<(), Error> {
+        for s in subscriptions {
+            self.subscribe(s).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the bus: stops taking messages, waits (up to `drain_timeout`) for in-flight
+    /// handlers to finish and settle their messages, flushes publishes and disconnects.
+    /// Publishing or subscribing afterwards gives [`Error::Closed`]. Closing twice is harmless.
+    pub async fn close(&self) -> Result<(), Error> {
+        match &*self.backend {
+            Backend::Memory(m) => m.close().await,
+        }
+    }
+
+    /// Whether the bus can do its work now: unhealthy when closed or disconnected.
+    pub async fn check(&self) -> Health {
+        match &*self.backend {
+            Backend::Memory(m) if m.is_closed() => Health::Unhealthy("the bus is closed".into()),
+            Backend::Memory(_) => Health::Healthy,
+        }
+    }
+}
+
+impl From<MemoryBus> for EventBus {
+    fn from(m: MemoryBus) -> Self {
+        EventBus {
+            backend: Arc::new(Backend::Memory(m)),
+        }
+    }
+}
+
+/// Encodes an event with its standard headers: message id and type name.
+pub(crate) fn encode<E: Event>(event: &E) -> (Bytes, Headers) {
+    let payload = Bytes::from(event.encode_to_vec());
+    let mut h = Headers::with_capacity(2);
+    let id = match event.event_id() {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => new_message_id(),
+    };
+    h.insert(headers::MSG_ID, id);
+    h.insert(headers::EVENT_TYPE, E::FULL_NAME);
+    (payload, h)
+}

@@ -1,0 +1,168 @@
+//! Delivery logic shared by the backends: resolving a subscription's settings, running the
+//! pipeline with panics caught, and deciding between ack, redelivery and dead letter.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+
+use crate::middleware::{Pipeline, panic_error};
+use crate::{Delivery, EventBusConfig, HandlerError, Headers, RawMessage, SubscribeOptions, headers};
+
+/// A subscription's settings with the configuration's defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) concurrency: usize,
+    pub(crate) max_ack_pending: usize,
+    pub(crate) max_deliver: u32,
+    pub(crate) backoff: Vec<Duration>,
+    pub(crate) ack_wait: Duration,
+}
+
+impl Resolved {
+    pub(crate) fn new(options: &SubscribeOptions, config: &EventBusConfig) -> Self {
+        let (concurrency, max_ack_pending) = if options.ordered {
+            (1, 1)
+        } else {
+            let c = options.concurrency.unwrap_or(config.consumer.concurrency).max(1);
+            let pending = options.max_ack_pending.unwrap_or(config.max_ack_pending);
+            (c, pending.max(c))
+        };
+        Resolved {
+            concurrency,
+            max_ack_pending,
+            max_deliver: options.max_deliver.unwrap_or(config.max_deliver).max(1),
+            backoff: options
+                .backoff
+                .clone()
+                .unwrap_or_else(|| config.consumer.backoff.clone()),
+            ack_wait: options.ack_wait.unwrap_or(config.ack_wait),
+        }
+    }
+
+    /// The redelivery delay after failed delivery number `attempt` (1-based).
+    pub(crate) fn backoff_delay(&self, attempt: u32) -> Duration {
+        let i = (attempt.max(1) - 1) as usize;
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(self.ack_wait)
+    }
+}
+
+/// What to do with a message after its handler ran.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Done: acknowledge.
+    Ack,
+    /// Retryable failure with deliveries left: redeliver after the delay.
+    Redeliver(Duration, HandlerError),
+    /// Give up: dead-letter, then terminate.
+    DeadLetter(HandlerError),
+}
+
+/// Runs the pipeline on one delivery, with panics caught, and decides.
+pub(crate) async fn run(pipeline: &Pipeline, msg: RawMessage, settings: &Resolved) -> Verdict {
+    let attempt = msg.delivery.attempt();
+    let outcome = AssertUnwindSafe(async { pipeline.run(msg).await })
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panic_error(&*panic)));
+    match outcome {
+        Ok(()) => Verdict::Ack,
+        Err(e) if e.is_retryable() && attempt < settings.max_deliver => {
+            Verdict::Redeliver(settings.backoff_delay(attempt), e)
+        }
+        Err(e) => Verdict::DeadLetter(e),
+    }
+}
+
+/// Headers of the dead letter of a delivery: the original headers (its message id kept as
+/// `Bus-Dlq-Msg-Id`), plus where it came from and why it failed.
+pub(crate) fn dead_letter_headers(delivery: &Delivery, error: &HandlerError) -> Headers {
+    let mut h = Headers::with_capacity(delivery.headers().len() + 8);
+    for (name, value) in delivery.headers().iter() {
+        if name.eq_ignore_ascii_case(headers::MSG_ID) {
+            h.append(DLQ_ORIGINAL_MSG_ID, value.to_owned());
+        } else {
+            h.append(name.to_owned(), value.to_owned());
+        }
+    }
+    // One dead letter per (group, message): a retried dead-letter publish is deduplicated,
+    // while two groups that both give up keep a dead letter each.
+    h.insert(
+        headers::MSG_ID,
+        format!("dlq:{}:{}", delivery.group(), delivery.stream_sequence()),
+    );
+    h.insert(headers::DLQ_TOPIC, delivery.topic().to_owned());
+    h.insert(
+        headers::DLQ_STREAM_SEQ,
+        delivery.stream_sequence().to_string(),
+    );
+    h.insert(headers::DLQ_DELIVERIES, delivery.attempt().to_string());
+    h.insert(headers::DLQ_GROUP, delivery.group().to_owned());
+    h.insert(headers::DLQ_ERROR_CLASS, error.class().as_str());
+    // Header values are single-line.
+    let message: String = error
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(1024)
+        .collect();
+    h.insert(headers::DLQ_ERROR, message);
+    h
+}
+
+/// Header keeping the original message id on a dead letter.
+pub(crate) const DLQ_ORIGINAL_MSG_ID: &str = "Bus-Dlq-Msg-Id";
+
+/// A message id unique to this process run: 32 hex digits from a random seed and a counter.
+pub(crate) fn new_message_id() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed =
+        *SEED.get_or_init(|| RandomState::new().hash_one(std::time::SystemTime::now()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{seed:016x}{n:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_repeats_last() {
+        let mut c = EventBusConfig::default();
+        c.consumer.backoff = vec![Duration::from_millis(10), Duration::from_millis(50)];
+        let r = Resolved::new(&SubscribeOptions::default(), &c);
+        let got: Vec<_> = (1..=4).map(|a| r.backoff_delay(a).as_millis()).collect();
+        assert_eq!(got, [10, 50, 50, 50]);
+        c.consumer.backoff.clear();
+        let r = Resolved::new(&SubscribeOptions::default(), &c);
+        assert_eq!(r.backoff_delay(1), c.ack_wait);
+    }
+
+    #[test]
+    fn ordered_means_one_in_flight() {
+        let opts = SubscribeOptions {
+            ordered: true,
+            concurrency: Some(8),
+            ..Default::default()
+        };
+        let r = Resolved::new(&opts, &EventBusConfig::default());
+        assert_eq!((r.concurrency, r.max_ack_pending), (1, 1));
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let a = new_message_id();
+        let b = new_message_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+}

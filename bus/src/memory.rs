@@ -1,0 +1,456 @@
+//! The in-memory backend: the embedded default, for development and tests.
+//!
+//! It keeps the delivery contract of the JetStream backend inside one process: groups (every
+//! group gets every event, members of a group share them), wildcard filters, at-least-once with
+//! redelivery after the backoff delay until `max_deliver`, dead letters with the same headers,
+//! bounded concurrency and an ordered mode. Events travel as encoded bytes and are decoded per
+//! subscriber, so an event that would not survive the wire does not survive here either.
+//!
+//! Every queue is bounded (`memory_queue_capacity` per group): a publisher waits for room, up to
+//! `publish_timeout`, then gets a retryable [`Error::Timeout`]. A handler that publishes can
+//! therefore slow down but never deadlock the bus.
+//!
+//! Differences from JetStream, by design: nothing survives the process; a subscription receives
+//! events published after it subscribed (there is no stored history to replay); a publish with a
+//! `Nats-Msg-Id` seen before is not deduplicated; on `close()` redeliveries still waiting for
+//! their delay and events still queued are discarded (and logged). Dead letters are delivered to
+//! subscribers of the dead-letter subjects and also kept, the latest
+//! [`DEAD_LETTER_CAPACITY`] of them, for [`MemoryBus::dead_letters`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::time::DelayQueue;
+
+use crate::consumer::{self, Resolved, Verdict};
+use crate::middleware::Pipeline;
+use crate::topic::{filter_matches, validate_filter};
+use crate::{Delivery, Error, EventBusConfig, Headers, PublishAck, RawMessage, Subscription};
+
+/// The largest payload accepted, as on a default NATS server (1 MiB).
+pub const MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// How many dead letters [`MemoryBus::dead_letters`] keeps.
+pub const DEAD_LETTER_CAPACITY: usize = 10_000;
+
+/// An event as stored: shared by every group it is delivered to.
+#[derive(Debug)]
+struct Stored {
+    topic: Arc<str>,
+    payload: Bytes,
+    headers: Arc<Headers>,
+    sequence: u64,
+    published: SystemTime,
+}
+
+/// One (filter, group): one bounded queue shared by the group's members.
+struct Group {
+    filter: String,
+    name: Arc<str>,
+    tx: mpsc::Sender<Arc<Stored>>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Stored>>>>,
+}
+
+/// A dead letter kept by the memory backend.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The dead-letter subject it was published on.
+    pub subject: String,
+    /// The original payload, unchanged.
+    pub payload: Bytes,
+    /// The dead-letter headers (original topic, sequence, deliveries, group, error).
+    pub headers: Headers,
+}
+
+struct Inner {
+    config: EventBusConfig,
+    groups: RwLock<Arc<[Arc<Group>]>>,
+    /// Serializes subscribe calls so two members of a new group find the same queue.
+    subscribe_lock: Mutex<()>,
+    dead_letters: Mutex<VecDeque<DeadLetter>>,
+    closed: AtomicBool,
+    sequence: AtomicU64,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The in-memory event bus. Cheap to clone; clones share the bus.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), bus::Error> {
+/// use bus::{EventBus, Headers, RawMessage, Subscription};
+///
+/// let bus = EventBus::memory();
+/// let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+/// bus.subscribe(Subscription::raw("echo", "cqc.events.v1.>")?.handler(move |m: RawMessage| {
+///     let tx = tx.clone();
+///     async move { tx.send(m.payload).await.map_err(bus::HandlerError::permanent) }
+/// }))
+/// .await?;
+/// bus.publish_raw("cqc.events.v1.ping", &b"hi"[..], Headers::new()).await?;
+/// assert_eq!(&rx.recv().await.unwrap()[..], b"hi");
+/// bus.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBus")
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .field("groups", &self.inner.groups.read().map(|g| g.len()).unwrap_or(0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryBus {
+    /// A memory bus with `config` (its JetStream-only settings are ignored).
+    pub fn new(config: EventBusConfig) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(MemoryBus {
+            inner: Arc::new(Inner {
+                config,
+                groups: RwLock::new(Arc::from(Vec::new())),
+                subscribe_lock: Mutex::new(()),
+                dead_letters: Mutex::new(VecDeque::new()),
+                closed: AtomicBool::new(false),
+                sequence: AtomicU64::new(0),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EventBusConfig {
+        &self.inner.config
+    }
+
+    /// The latest dead letters, oldest first (at most [`DEAD_LETTER_CAPACITY`]).
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.inner.dead_letters).iter().cloned().collect()
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        topic: Arc<str>,
+        payload: Bytes,
+        headers: Headers,
+    ) -> Result<PublishAck, Error> {
+        self.inner.publish(topic, payload, headers).await
+    }
+
+    pub(crate) async fn subscribe(&self, sub: Subscription) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        validate_filter(&sub.filter)?;
+        if !inner.captured(&sub.filter, true) {
+            return Err(Error::NoStream { topic: sub.filter });
+        }
+        let group_name = sub.group_or_default(&inner.config.consumer_name);
+        let settings = Resolved::new(&sub.options, &inner.config);
+        let group = {
+            let _serial = lock(&inner.subscribe_lock);
+            let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner()).clone();
+            match groups
+                .iter()
+                .find(|g| g.filter == sub.filter && *g.name == *group_name)
+            {
+                Some(g) => Arc::clone(g),
+                None => {
+                    let (tx, rx) = mpsc::channel(inner.config.memory_queue_capacity);
+                    let g = Arc::new(Group {
+                        filter: sub.filter.clone(),
+                        name: group_name.into(),
+                        tx,
+                        rx: Arc::new(tokio::sync::Mutex::new(rx)),
+                    });
+                    let mut next: Vec<_> = groups.iter().cloned().collect();
+                    next.push(Arc::clone(&g));
+                    *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = next.into();
+                    g
+                }
+            }
+        };
+        tracing::debug!(
+            name = %sub.name, filter = %group.filter, group = %group.name,
+            concurrency = settings.concurrency, "memory subscription started"
+        );
+        let member = Member {
+            bus: Arc::clone(inner),
+            group,
+            pipeline: sub.pipeline,
+            settings,
+        };
+        inner.tasks.spawn(member.run());
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            inner.tasks.wait().await;
+            return Ok(());
+        }
+        inner.shutdown.cancel();
+        inner.tasks.close();
+        inner.tasks.wait().await;
+        *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(Vec::new());
+        Ok(())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// Whether a stream captures `subject` (events stream or dead letters); with `filter`, the
+    /// whole filter must fall inside one stream subject, as JetStream requires of a consumer.
+    fn captured(&self, subject: &str, filter: bool) -> bool {
+        let dlq = self.config.dead_letter.filter();
+        let check = |stream_subject: &str| {
+            if filter {
+                filter_covers(stream_subject, subject)
+            } else {
+                filter_matches(stream_subject, subject)
+            }
+        };
+        self.config.stream.subjects.iter().any(|s| check(s)) || check(&dlq)
+    }
+
+    async fn publish(
+        &self,
+        topic: Arc<str>,
+        payload: Bytes,
+        headers: Headers,
+    ) -> Result<PublishAck, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if !self.captured(&topic, false) {
+            return Err(Error::NoStream {
+                topic: topic.to_string(),
+            });
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return Err(Error::PayloadTooLarge {
+                topic: topic.to_string(),
+                size: payload.len(),
+                max: MAX_PAYLOAD,
+            });
+        }
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let stored = Arc::new(Stored {
+            topic,
+            payload,
+            headers: Arc::new(headers),
+            sequence,
+            published: SystemTime::now(),
+        });
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for group in groups.iter().filter(|g| filter_matches(&g.filter, &stored.topic)) {
+            match group.tx.try_send(Arc::clone(&stored)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(msg)) => {
+                    let wait = self.config.publish_timeout;
+                    match tokio::time::timeout(wait, group.tx.send(msg)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(Error::Closed),
+                        Err(_) => {
+                            return Err(Error::Timeout {
+                                what: format!(
+                                    "waiting for room in the queue of group `{}` on `{}` \
+                                     (its handlers are behind)",
+                                    group.name, stored.topic
+                                ),
+                                after: wait,
+                            });
+                        }
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+            }
+        }
+        Ok(PublishAck {
+            sequence,
+            duplicate: false,
+        })
+    }
+
+    /// Publishes a dead letter to its subject and keeps a copy.
+    async fn dead_letter(&self, delivery: &Delivery, payload: Bytes, error: &crate::HandlerError) {
+        let subject = self.config.dead_letter.subject_for(delivery.topic());
+        let headers = consumer::dead_letter_headers(delivery, error);
+        tracing::warn!(
+            topic = delivery.topic(), group = delivery.group(), attempt = delivery.attempt(),
+            class = error.class().as_str(), error = %error, dead_letter = %subject,
+            "message dead-lettered"
+        );
+        {
+            let mut kept = lock(&self.dead_letters);
+            if kept.len() == DEAD_LETTER_CAPACITY {
+                kept.pop_front();
+            }
+            kept.push_back(DeadLetter {
+                subject: subject.clone(),
+                payload: payload.clone(),
+                headers: headers.clone(),
+            });
+        }
+        // Subscribers of the dead-letter subjects get it too; after close there are none.
+        if let Err(e) = self.publish(subject.into(), payload, headers).await
+            && !matches!(e, Error::Closed)
+        {
+            tracing::error!(error = %e, "dead letter kept but not delivered to its subscribers");
+        }
+    }
+}
+
+/// Whether every subject matched by `filter` is matched by `stream_subject`.
+fn filter_covers(stream_subject: &str, filter: &str) -> bool {
+    let mut s = stream_subject.split('.');
+    let mut f = filter.split('.');
+    loop {
+        match (s.next(), f.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// One `subscribe` call: pulls from its group's queue and runs the handler.
+struct Member {
+    bus: Arc<Inner>,
+    group: Arc<Group>,
+    pipeline: Pipeline,
+    settings: Resolved,
+}
+
+impl Member {
+    fn delivery(&self, stored: &Stored, attempt: u32) -> RawMessage {
+        RawMessage {
+            payload: stored.payload.clone(),
+            delivery: Delivery {
+                topic: Arc::clone(&stored.topic),
+                group: Arc::clone(&self.group.name),
+                headers: Arc::clone(&stored.headers),
+                attempt,
+                stream_sequence: stored.sequence,
+                published: stored.published,
+            },
+        }
+    }
+
+    async fn process(&self, stored: Arc<Stored>, attempt: u32) -> Option<(Arc<Stored>, u32, Duration)> {
+        let msg = self.delivery(&stored, attempt);
+        let delivery = msg.delivery.clone();
+        match consumer::run(&self.pipeline, msg, &self.settings).await {
+            Verdict::Ack => None,
+            Verdict::Redeliver(delay, e) => {
+                tracing::debug!(topic = %stored.topic, attempt, error = %e, ?delay, "redelivering");
+                Some((stored, attempt + 1, delay))
+            }
+            Verdict::DeadLetter(e) => {
+                self.bus.dead_letter(&delivery, stored.payload.clone(), &e).await;
+                None
+            }
+        }
+    }
+
+    async fn run(self) {
+        let Resolved {
+            concurrency,
+            max_ack_pending,
+            ..
+        } = self.settings;
+        let shutdown = self.bus.shutdown.clone();
+        let mut running = FuturesUnordered::new();
+        let mut delayed: DelayQueue<(Arc<Stored>, u32)> = DelayQueue::new();
+        let mut ready: VecDeque<(Arc<Stored>, u32)> = VecDeque::new();
+        let mut pending = 0usize; // running + delayed + ready: delivered, not yet settled
+        let mut batch = Vec::with_capacity(concurrency.min(64));
+        let rx = Arc::clone(&self.group.rx);
+        let this = &self;
+        loop {
+            while running.len() < concurrency {
+                let Some((stored, attempt)) = ready.pop_front() else { break };
+                running.push(this.process(stored, attempt));
+            }
+            let room = (concurrency - running.len()).min(max_ack_pending - pending);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = running.next(), if !running.is_empty() => match done {
+                    Some((stored, attempt, delay)) => { delayed.insert((stored, attempt), delay); }
+                    None => pending -= 1,
+                },
+                Some(expired) = delayed.next(), if !delayed.is_empty() => {
+                    ready.push_back(expired.into_inner());
+                }
+                n = async { rx.lock().await.recv_many(&mut batch, room).await },
+                    if room > 0 && ready.is_empty() =>
+                {
+                    if n == 0 {
+                        break; // the queue is gone: the bus is closing
+                    }
+                    pending += n;
+                    ready.extend(batch.drain(..).map(|s| (s, 1)));
+                }
+            }
+        }
+        // Closing: no new messages; let in-flight handlers finish, within the drain timeout.
+        let in_flight = running.len();
+        let drain = async { while running.next().await.is_some() {} };
+        if tokio::time::timeout(self.bus.config.drain_timeout, drain).await.is_err() {
+            tracing::warn!(
+                group = %self.group.name, in_flight,
+                timeout = ?self.bus.config.drain_timeout,
+                "handlers still running at the drain timeout were cancelled"
+            );
+        }
+        let discarded = delayed.len() + ready.len();
+        if discarded > 0 {
+            tracing::warn!(
+                group = %self.group.name, discarded,
+                "memory bus closed with redeliveries pending; they are discarded"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_covers;
+
+    #[test]
+    fn covers() {
+        assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.asset_created"));
+        assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.*"));
+        assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.>"));
+        assert!(!filter_covers("cqc.events.v1.>", "cqc.>"));
+        assert!(!filter_covers("cqc.events.v1.*", "cqc.events.v1.>"));
+        assert!(filter_covers("cqc.events.v1.*", "cqc.events.v1.*"));
+        assert!(!filter_covers("cqc.events.v1.*", "cqc.events.v1.a.b"));
+    }
+}

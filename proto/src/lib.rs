@@ -1,0 +1,1 @@
+//! The CQC event schema.
