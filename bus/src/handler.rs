@@ -242,6 +242,18 @@ pub struct SubscriptionBuilder<T> {
     _t: PhantomData<fn(T)>,
 }
 
+impl<T> std::fmt::Debug for SubscriptionBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionBuilder")
+            .field("name", &self.name)
+            .field("filter", &self.filter)
+            .field("group", &self.group)
+            .field("layers", &self.layers.len())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
 impl<T: FromMessage> SubscriptionBuilder<T> {
     fn new(name: String, filter: String) -> Self {
         SubscriptionBuilder {

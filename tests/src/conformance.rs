@@ -1,0 +1,677 @@
+//! The backend conformance suite: one set of behavioural tests, written against the
+//! [`EventBus`] API only, that every backend must pass unchanged.
+//!
+//! A backend's test file provides a factory and expands the suite:
+//!
+//! ```ignore
+//! async fn memory(config: bus::EventBusConfig) -> tests::conformance::TestBus {
+//!     tests::conformance::TestBus::new(bus::EventBus::connect(config).await.unwrap(), ())
+//! }
+//! tests::conformance_suite!(memory);
+//! ```
+//!
+//! The factory gets the test's configuration (backend-neutral settings: short backoff, few
+//! deliveries) and sets what its backend needs (kind, servers), keeping anything that must live
+//! as long as the bus (a server process) in the guard.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bus::middleware::Timeout;
+use bus::{
+    Delivery, Error, ErrorClass, Event, EventBus, EventBusConfig, HandlerError, Headers,
+    RawMessage, Subscription, headers,
+};
+use prost::Message;
+
+use crate::Recorder;
+use crate::events::{Ping, Pong};
+
+/// A bus under test plus whatever must outlive it (e.g. a server process).
+pub struct TestBus {
+    /// The bus.
+    pub bus: EventBus,
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl TestBus {
+    /// A bus with a guard dropped after it.
+    pub fn new(bus: EventBus, guard: impl std::any::Any + Send + Sync) -> Self {
+        TestBus {
+            bus,
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl std::ops::Deref for TestBus {
+    type Target = EventBus;
+    fn deref(&self) -> &EventBus {
+        &self.bus
+    }
+}
+
+/// Builds a bus for one test from the test's configuration.
+pub type Factory =
+    dyn Fn(EventBusConfig) -> Pin<Box<dyn Future<Output = TestBus> + Send>> + Send + Sync;
+
+/// Expands the suite into one `#[tokio::test]` per behaviour for the backend built by `$factory`
+/// (an `async fn(EventBusConfig) -> TestBus`).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::conformance_suite!(@each $factory;
+            typed_round_trip,
+            ten_thousand_events_none_lost,
+            groups_fan_out_and_share,
+            wildcard_filters,
+            retryable_error_is_redelivered_then_succeeds,
+            max_deliver_exhausted_goes_to_dead_letter,
+            permanent_error_is_dead_lettered_at_once,
+            undecodable_payload_is_dead_lettered_at_once,
+            panic_is_dead_lettered_at_once,
+            timeout_drops_the_handler_future,
+            concurrency_bound_is_never_exceeded,
+            ordered_mode_keeps_order,
+            close_waits_for_in_flight_handlers,
+            publish_and_subscribe_after_close_fail,
+            invalid_topics_are_rejected,
+            oversize_payload_is_rejected,
+            health_reflects_close,
+        );
+    };
+    (@each $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::conformance::$name(&|config| Box::pin($factory(config))).await;
+            }
+        )*
+    };
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The configuration every conformance test starts from: fast redelivery, few deliveries.
+pub fn base_config() -> EventBusConfig {
+    let mut c = EventBusConfig::default();
+    c.consumer_name = "conformance".into();
+    c.max_deliver = 3;
+    c.consumer.backoff = vec![Duration::from_millis(50)];
+    c.ack_wait = Duration::from_secs(5);
+    c.drain_timeout = Duration::from_secs(10);
+    c
+}
+
+async fn start(factory: &Factory) -> TestBus {
+    factory(base_config()).await
+}
+
+/// Subscribes a raw handler to every dead letter and returns what it records.
+async fn dead_letters(bus: &EventBus) -> Arc<Recorder<RawMessage>> {
+    let rec = Recorder::new();
+    let r = Arc::clone(&rec);
+    let filter = format!(
+        "{}.>",
+        bus::config::DeadLetterSettings::default().subject_prefix
+    );
+    bus.subscribe(Subscription::raw("dead_letters", &filter).unwrap().handler(
+        move |m: RawMessage| {
+            r.push(m);
+            async { Ok::<_, HandlerError>(()) }
+        },
+    ))
+    .await
+    .expect("subscribe to dead letters");
+    rec
+}
+
+fn header<'a>(m: &'a RawMessage, name: &str) -> &'a str {
+    m.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("dead letter lacks header {name}: {:?}", m.headers()))
+}
+
+/// A typed event arrives equal, with its delivery metadata.
+pub async fn typed_round_trip(factory: &Factory) {
+    let bus = start(factory).await;
+    let rec = Recorder::<(Ping, Delivery)>::new();
+    let r = Arc::clone(&rec);
+    bus.subscribe(Subscription::new("round_trip", Ping::TOPIC).handler(
+        move |e: Ping, d: Delivery| {
+            r.push((e, d));
+            async { Ok::<_, HandlerError>(()) }
+        },
+    ))
+    .await
+    .unwrap();
+    let sent = Ping {
+        event_id: "evt-1".into(),
+        seq: 7,
+        note: "héllo".into(),
+    };
+    let ack = bus.publish(&sent).await.unwrap();
+    assert!(!ack.duplicate);
+    rec.wait_for(1, WAIT).await;
+    let (got, d) = rec.items().remove(0);
+    assert_eq!(got, sent);
+    assert_eq!(d.topic(), "cqc.events.v1.conformance_ping");
+    assert_eq!(d.attempt(), 1);
+    assert_eq!(d.event_id(), Some("evt-1"));
+    assert_eq!(d.event_type(), Some("cqc.events.v1.ConformancePing"));
+    assert_eq!(d.group(), "conformance-round_trip");
+    assert_eq!(d.stream_sequence(), ack.sequence);
+    bus.close().await.unwrap();
+}
+
+/// 10 000 events published in a batch all arrive; none is lost.
+pub async fn ten_thousand_events_none_lost(factory: &Factory) {
+    const N: u64 = 10_000;
+    let bus = start(factory).await;
+    let rec = Recorder::<u64>::new();
+    let r = Arc::clone(&rec);
+    bus.subscribe(
+        Subscription::new("count", Ping::TOPIC)
+            .concurrency(32)
+            .handler(move |e: Ping| {
+                r.push(e.seq);
+                async { Ok::<_, HandlerError>(()) }
+            }),
+    )
+    .await
+    .unwrap();
+    let events: Vec<Ping> = (0..N).map(Ping::new).collect();
+    let acks = bus.publish_batch(&events).await.unwrap();
+    assert_eq!(acks.len(), N as usize);
+    rec.wait_until(WAIT, "10 000 distinct events", |seqs| {
+        seqs.iter().collect::<BTreeSet<_>>().len() == N as usize
+    })
+    .await;
+    let distinct: BTreeSet<u64> = rec.items().into_iter().collect();
+    assert_eq!(distinct, (0..N).collect());
+    bus.close().await.unwrap();
+}
+
+/// Every group gets every event; the members of one group share them, each event to one.
+pub async fn groups_fan_out_and_share(factory: &Factory) {
+    const N: u64 = 200;
+    let bus = start(factory).await;
+    let shared = Recorder::<(usize, u64)>::new();
+    for member in 0..2 {
+        let r = Arc::clone(&shared);
+        bus.subscribe(
+            Subscription::new("worker", Ping::TOPIC)
+                .group("workers")
+                .concurrency(1)
+                .handler(move |e: Ping| {
+                    r.push((member, e.seq));
+                    async {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        Ok::<_, HandlerError>(())
+                    }
+                }),
+        )
+        .await
+        .unwrap();
+    }
+    let audit = Recorder::<u64>::new();
+    let r = Arc::clone(&audit);
+    bus.subscribe(
+        Subscription::new("audit", Ping::TOPIC).handler(move |e: Ping| {
+            r.push(e.seq);
+            async { Ok::<_, HandlerError>(()) }
+        }),
+    )
+    .await
+    .unwrap();
+    for seq in 0..N {
+        bus.publish(&Ping::new(seq)).await.unwrap();
+    }
+    audit.wait_for(N as usize, WAIT).await;
+    shared.wait_for(N as usize, WAIT).await;
+    // Let any stray duplicate show up before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let audit: Vec<u64> = audit.items();
+    assert_eq!(audit.iter().collect::<BTreeSet<_>>().len(), N as usize);
+    let shared = shared.items();
+    assert_eq!(
+        shared.len(),
+        N as usize,
+        "each event to exactly one member of the group"
+    );
+    let per_member: BTreeMap<usize, usize> =
+        shared.iter().fold(BTreeMap::new(), |mut m, (w, _)| {
+            *m.entry(*w).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        per_member.len(),
+        2,
+        "both members took a share: {per_member:?}"
+    );
+    let seqs: BTreeSet<u64> = shared.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, (0..N).collect());
+    bus.close().await.unwrap();
+}
+
+/// `*` matches one token, `>` one or more.
+pub async fn wildcard_filters(factory: &Factory) {
+    let bus = start(factory).await;
+    let mut recs = Vec::new();
+    for (name, filter) in [
+        ("star", "cqc.events.v1.*"),
+        ("tail", "cqc.events.v1.>"),
+        ("orders", "cqc.events.v1.orders.*"),
+    ] {
+        let rec = Recorder::<String>::new();
+        let r = Arc::clone(&rec);
+        bus.subscribe(
+            Subscription::raw(name, filter)
+                .unwrap()
+                .handler(move |m: RawMessage| {
+                    r.push(m.topic().to_owned());
+                    async { Ok::<_, HandlerError>(()) }
+                }),
+        )
+        .await
+        .unwrap();
+        recs.push(rec);
+    }
+    bus.publish(&Ping::new(1)).await.unwrap();
+    bus.publish(&Pong { seq: 2 }).await.unwrap();
+    bus.publish_raw("cqc.events.v1.orders.eu", &b"x"[..], Headers::new())
+        .await
+        .unwrap();
+    recs[1].wait_for(3, WAIT).await;
+    recs[0].wait_for(2, WAIT).await;
+    recs[2].wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sorted = |r: &Recorder<String>| r.items().into_iter().collect::<BTreeSet<_>>();
+    assert_eq!(
+        sorted(&recs[0]),
+        BTreeSet::from([
+            "cqc.events.v1.conformance_ping".to_owned(),
+            "cqc.events.v1.conformance_pong".to_owned()
+        ])
+    );
+    assert_eq!(recs[0].len(), 2);
+    assert_eq!(recs[1].len(), 3);
+    assert_eq!(recs[2].items(), ["cqc.events.v1.orders.eu"]);
+    bus.close().await.unwrap();
+}
+
+/// A retryable error is redelivered (attempt grows) until the handler succeeds.
+pub async fn retryable_error_is_redelivered_then_succeeds(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let attempts = Recorder::<u32>::new();
+    let r = Arc::clone(&attempts);
+    bus.subscribe(
+        Subscription::new("flaky", Ping::TOPIC).handler(move |_: Ping, d: Delivery| {
+            r.push(d.attempt());
+            async move {
+                if d.attempt() < 3 {
+                    Err(HandlerError::retryable("not yet"))
+                } else {
+                    Ok(())
+                }
+            }
+        }),
+    )
+    .await
+    .unwrap();
+    bus.publish(&Ping::new(1)).await.unwrap();
+    attempts.wait_for(3, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(attempts.items(), [1, 2, 3]);
+    assert!(dlq.is_empty(), "nothing dead-lettered: {:?}", dlq.items());
+    bus.close().await.unwrap();
+}
+
+/// After `max_deliver` retryable failures the original bytes go to the dead-letter subject with
+/// headers naming where they came from and why.
+pub async fn max_deliver_exhausted_goes_to_dead_letter(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let attempts = Recorder::<u32>::new();
+    let r = Arc::clone(&attempts);
+    bus.subscribe(Subscription::new("always_fails", Ping::TOPIC).handler(
+        move |_: Ping, d: Delivery| {
+            r.push(d.attempt());
+            async { Err::<(), _>(HandlerError::retryable("database unavailable")) }
+        },
+    ))
+    .await
+    .unwrap();
+    let event = Ping::new(42);
+    let ack = bus.publish(&event).await.unwrap();
+    dlq.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(attempts.items(), [1, 2, 3], "max_deliver = 3 deliveries");
+    let dead = dlq.items();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.topic(), "dlq.cqc.events.v1.conformance_ping");
+    assert_eq!(
+        d.payload,
+        event.encode_to_vec(),
+        "original bytes, unchanged"
+    );
+    assert_eq!(
+        header(d, headers::DLQ_TOPIC),
+        "cqc.events.v1.conformance_ping"
+    );
+    assert_eq!(header(d, headers::DLQ_STREAM_SEQ), ack.sequence.to_string());
+    assert_eq!(header(d, headers::DLQ_DELIVERIES), "3");
+    assert_eq!(header(d, headers::DLQ_GROUP), "conformance-always_fails");
+    assert_eq!(header(d, headers::DLQ_ERROR_CLASS), "retryable");
+    assert!(header(d, headers::DLQ_ERROR).contains("database unavailable"));
+    assert_eq!(header(d, headers::EVENT_TYPE), Ping::FULL_NAME);
+    bus.close().await.unwrap();
+}
+
+async fn dead_lettered_once(
+    factory: &Factory,
+    name: &str,
+    handler: impl Fn(Ping) -> Result<(), HandlerError> + Send + Sync + 'static,
+    class: ErrorClass,
+    message: &str,
+) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    bus.subscribe(
+        Subscription::new(name, Ping::TOPIC).handler(move |e: Ping| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let outcome = handler(e);
+            async move { outcome }
+        }),
+    )
+    .await
+    .unwrap();
+    bus.publish(&Ping::new(1)).await.unwrap();
+    dlq.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no redelivery");
+    let d = &dlq.items()[0];
+    assert_eq!(header(d, headers::DLQ_ERROR_CLASS), class.as_str());
+    assert_eq!(header(d, headers::DLQ_DELIVERIES), "1");
+    assert!(
+        header(d, headers::DLQ_ERROR).contains(message),
+        "{:?}",
+        d.headers()
+    );
+    assert_eq!(dlq.len(), 1);
+    bus.close().await.unwrap();
+}
+
+/// A permanent error is dead-lettered on the first delivery.
+pub async fn permanent_error_is_dead_lettered_at_once(factory: &Factory) {
+    dead_lettered_once(
+        factory,
+        "rejects",
+        |_| Err(HandlerError::permanent("unknown portfolio")),
+        ErrorClass::Permanent,
+        "unknown portfolio",
+    )
+    .await;
+}
+
+/// A panic is dead-lettered on the first delivery, with its message.
+pub async fn panic_is_dead_lettered_at_once(factory: &Factory) {
+    dead_lettered_once(
+        factory,
+        "panics",
+        |e| panic!("bad invariant for seq {}", e.seq),
+        ErrorClass::Panic,
+        "bad invariant for seq 1",
+    )
+    .await;
+}
+
+/// Bytes that are not the handler's event type never reach the handler and are dead-lettered.
+pub async fn undecodable_payload_is_dead_lettered_at_once(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    bus.subscribe(
+        Subscription::new("typed", Ping::TOPIC).handler(move |_: Ping| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, HandlerError>(()) }
+        }),
+    )
+    .await
+    .unwrap();
+    let garbage = vec![0xff, 0xff, 0xff, 0xff];
+    bus.publish_raw(Ping::TOPIC.as_str(), garbage.clone(), Headers::new())
+        .await
+        .unwrap();
+    dlq.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let d = &dlq.items()[0];
+    assert_eq!(d.payload, garbage);
+    assert_eq!(header(d, headers::DLQ_ERROR_CLASS), "decode");
+    assert!(header(d, headers::DLQ_ERROR).contains(Ping::FULL_NAME));
+    bus.close().await.unwrap();
+}
+
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// When the timeout fires the handler future is dropped (its locals are destroyed) and the
+/// failure counts as retryable.
+pub async fn timeout_drops_the_handler_future(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let (d, f) = (Arc::clone(&dropped), Arc::clone(&finished));
+    bus.subscribe(
+        Subscription::new("slow", Ping::TOPIC)
+            .max_deliver(1)
+            .layer(Timeout::new(Duration::from_millis(100)))
+            .handler(move |_: Ping| {
+                let guard = DropFlag(Arc::clone(&d));
+                let finished = Arc::clone(&f);
+                async move {
+                    let _guard = guard;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    finished.store(true, Ordering::SeqCst);
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    bus.publish(&Ping::new(1)).await.unwrap();
+    dlq.wait_for(1, WAIT).await;
+    assert!(dropped.load(Ordering::SeqCst), "handler future dropped");
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "handler did not run to the end"
+    );
+    assert_eq!(header(&dlq.items()[0], headers::DLQ_ERROR_CLASS), "timeout");
+    bus.close().await.unwrap();
+}
+
+/// No more handlers run at once than the subscription's concurrency.
+pub async fn concurrency_bound_is_never_exceeded(factory: &Factory) {
+    const LIMIT: usize = 4;
+    let bus = start(factory).await;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Recorder::<u64>::new();
+    let (i, p, r) = (Arc::clone(&in_flight), Arc::clone(&peak), Arc::clone(&done));
+    bus.subscribe(
+        Subscription::new("bounded", Ping::TOPIC)
+            .concurrency(LIMIT)
+            .handler(move |e: Ping| {
+                let (i, p, r) = (Arc::clone(&i), Arc::clone(&p), Arc::clone(&r));
+                async move {
+                    let now = i.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    i.fetch_sub(1, Ordering::SeqCst);
+                    r.push(e.seq);
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    let events: Vec<Ping> = (0..100).map(Ping::new).collect();
+    bus.publish_batch(&events).await.unwrap();
+    done.wait_for(100, WAIT).await;
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= LIMIT, "peak {peak} over the bound {LIMIT}");
+    assert!(peak > 1, "handlers did run concurrently (peak {peak})");
+    bus.close().await.unwrap();
+}
+
+/// Ordered mode delivers one at a time, in publish order.
+pub async fn ordered_mode_keeps_order(factory: &Factory) {
+    const N: u64 = 200;
+    let bus = start(factory).await;
+    let rec = Recorder::<u64>::new();
+    let r = Arc::clone(&rec);
+    bus.subscribe(
+        Subscription::new("ordered", Ping::TOPIC)
+            .ordered()
+            .handler(move |e: Ping| {
+                let r = Arc::clone(&r);
+                async move {
+                    // Vary the handling time so any reordering would show.
+                    if e.seq % 7 == 0 {
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                    r.push(e.seq);
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    for seq in 0..N {
+        bus.publish(&Ping::new(seq)).await.unwrap();
+    }
+    rec.wait_for(N as usize, WAIT).await;
+    assert_eq!(rec.items(), (0..N).collect::<Vec<_>>());
+    bus.close().await.unwrap();
+}
+
+/// `close()` returns only after the handler that was running has finished.
+pub async fn close_waits_for_in_flight_handlers(factory: &Factory) {
+    let bus = start(factory).await;
+    let started = Recorder::<u64>::new();
+    let finished = Arc::new(AtomicBool::new(false));
+    let (s, f) = (Arc::clone(&started), Arc::clone(&finished));
+    bus.subscribe(
+        Subscription::new("lingering", Ping::TOPIC).handler(move |e: Ping| {
+            let (s, f) = (Arc::clone(&s), Arc::clone(&f));
+            async move {
+                s.push(e.seq);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                f.store(true, Ordering::SeqCst);
+                Ok::<_, HandlerError>(())
+            }
+        }),
+    )
+    .await
+    .unwrap();
+    bus.publish(&Ping::new(1)).await.unwrap();
+    started.wait_for(1, WAIT).await;
+    assert!(!finished.load(Ordering::SeqCst));
+    bus.close().await.unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "close returned before the handler finished"
+    );
+}
+
+/// After `close()`, publish and subscribe say the bus is closed.
+pub async fn publish_and_subscribe_after_close_fail(factory: &Factory) {
+    let bus = start(factory).await;
+    bus.close().await.unwrap();
+    let err = bus.publish(&Ping::new(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+    assert!(err.to_string().contains("closed"));
+    let err = bus
+        .subscribe(
+            Subscription::new("late", Ping::TOPIC)
+                .handler(|_: Ping| async { Ok::<_, HandlerError>(()) }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+    bus.close().await.expect("closing twice is harmless");
+}
+
+/// Invalid topics and filters, and topics no stream captures, are errors that say why.
+pub async fn invalid_topics_are_rejected(factory: &Factory) {
+    let bus = start(factory).await;
+    for bad in [
+        "cqc..events",
+        "cqc.events.*",
+        "cqc.events.>",
+        "cqc events",
+        "",
+    ] {
+        let err = bus
+            .publish_raw(bad, &b"x"[..], Headers::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidTopic { .. }), "{bad:?}: {err}");
+    }
+    let err = Subscription::raw("bad", "cqc.>.events").unwrap_err();
+    assert!(err.to_string().contains("last token"), "{err}");
+    let err = bus
+        .publish_raw("elsewhere.orders", &b"x"[..], Headers::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoStream { .. }), "{err}");
+    assert!(err.to_string().contains("elsewhere.orders"));
+    let err = bus
+        .subscribe(
+            Subscription::raw("outside", "elsewhere.>")
+                .unwrap()
+                .handler(|_: RawMessage| async { Ok::<_, HandlerError>(()) }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoStream { .. }), "{err}");
+    bus.close().await.unwrap();
+}
+
+/// A payload over the maximum is refused before it is sent, saying so.
+pub async fn oversize_payload_is_rejected(factory: &Factory) {
+    let bus = start(factory).await;
+    let big = vec![0u8; 2 * 1024 * 1024];
+    let err = bus
+        .publish_raw("cqc.events.v1.big", big, Headers::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err}");
+    assert!(!err.is_retryable());
+    // The bus still works afterwards.
+    bus.publish(&Ping::new(1)).await.unwrap();
+    bus.close().await.unwrap();
+}
+
+/// `check()` is healthy while open and unhealthy once closed.
+pub async fn health_reflects_close(factory: &Factory) {
+    let bus = start(factory).await;
+    assert!(bus.check().await.is_healthy());
+    bus.close().await.unwrap();
+    assert!(!bus.check().await.is_healthy());
+}
