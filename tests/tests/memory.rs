@@ -1,0 +1,171 @@
+//! Behaviour specific to the memory backend: bounded queues with backpressure, handlers that
+//! publish, and the dead letters it keeps.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Error, Event, EventBus, EventBusConfig, HandlerError, MemoryBus, Subscription};
+use prost::Message;
+use tests::Recorder;
+use tests::events::{Ping, Pong};
+use tokio::sync::Semaphore;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn small_queues(capacity: usize) -> EventBusConfig {
+    let mut config = EventBusConfig::memory();
+    config.memory_queue_capacity = capacity;
+    config.consumer.backoff = vec![Duration::from_millis(10)];
+    config
+}
+
+/// A handler that publishes into another slow subscription's full queue waits for room; the bus
+/// keeps moving and every event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_that_publish_do_not_deadlock() {
+    const N: u64 = 500;
+    let mut config = small_queues(4);
+    // A handler stuck on its own full queue gets a retryable timeout after this long, and its
+    // event is redelivered: the bus slows down instead of deadlocking.
+    config.publish_timeout = Duration::from_millis(200);
+    let bus: EventBus = MemoryBus::new(config).unwrap().into();
+    let pongs = Recorder::<u64>::new();
+    let p = Arc::clone(&pongs);
+    bus.subscribe(
+        Subscription::new("pong", Pong::TOPIC)
+            .concurrency(2)
+            .handler(move |e: Pong| {
+                p.push(e.seq);
+                async {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    let relay = bus.clone();
+    bus.subscribe(
+        Subscription::new("relay", Ping::TOPIC)
+            .concurrency(8)
+            .handler(move |e: Ping| {
+                let bus = relay.clone();
+                async move {
+                    bus.publish(&Pong { seq: e.seq }).await?;
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    // A handler that publishes into its own (small, full) queue also makes progress.
+    let chain = Recorder::<u64>::new();
+    let (c, looper) = (Arc::clone(&chain), bus.clone());
+    bus.subscribe(
+        Subscription::new("self_loop", Ping::TOPIC)
+            .concurrency(2)
+            .handler(move |e: Ping| {
+                c.push(e.seq);
+                let bus = looper.clone();
+                async move {
+                    if e.seq < 3 && e.note.is_empty() {
+                        bus.publish(&Ping {
+                            note: "echo".into(),
+                            ..Ping::new(e.seq + N)
+                        })
+                        .await?;
+                    }
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    for seq in 0..N {
+        bus.publish(&Ping::new(seq)).await.unwrap();
+    }
+    pongs
+        .wait_until(WAIT, "every pong", |s| {
+            s.iter().collect::<BTreeSet<_>>().len() >= N as usize + 3
+        })
+        .await;
+    chain.wait_for(N as usize + 3, WAIT).await;
+    bus.close().await.unwrap();
+}
+
+/// With the queue full and the handler stuck, a publish waits `publish_timeout` and then fails
+/// with a retryable timeout. Every publish that succeeded is delivered once the handler moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_pushes_back_on_the_publisher() {
+    let mut config = small_queues(2);
+    config.publish_timeout = Duration::from_millis(100);
+    let bus: EventBus = MemoryBus::new(config).unwrap().into();
+    let gate = Arc::new(Semaphore::new(0));
+    let got = Recorder::<u64>::new();
+    let (g, r) = (Arc::clone(&gate), Arc::clone(&got));
+    bus.subscribe(
+        Subscription::new("stuck", Ping::TOPIC)
+            .ordered()
+            .handler(move |e: Ping| {
+                let (g, r) = (Arc::clone(&g), Arc::clone(&r));
+                async move {
+                    g.acquire().await.unwrap().forget();
+                    r.push(e.seq);
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for seq in 0..50 {
+        match bus.publish(&Ping::new(seq)).await {
+            Ok(_) => accepted.push(seq),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("a bounded queue refuses eventually");
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("service-stuck"), "{err}");
+    assert!(
+        accepted.len() <= 4,
+        "queue of 2 plus one in the handler: {accepted:?}"
+    );
+    gate.add_permits(1000);
+    got.wait_for(accepted.len(), WAIT).await;
+    assert_eq!(got.items(), accepted);
+    bus.close().await.unwrap();
+}
+
+/// Dead letters are kept for inspection even with no subscriber on the dead-letter subjects.
+#[tokio::test]
+async fn dead_letters_are_kept() {
+    let memory = MemoryBus::new(EventBusConfig::memory()).unwrap();
+    let bus: EventBus = memory.clone().into();
+    bus.subscribe(
+        Subscription::new("rejects", Ping::TOPIC)
+            .handler(|_: Ping| async { Err::<(), _>(HandlerError::permanent("no")) }),
+    )
+    .await
+    .unwrap();
+    bus.publish(&Ping::new(9)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while memory.dead_letters().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dead = memory.dead_letters();
+    assert_eq!(dead[0].subject, "dlq.cqc.events.v1.conformance_ping");
+    assert_eq!(
+        dead[0].headers.get(bus::headers::DLQ_GROUP),
+        Some("service-rejects")
+    );
+    assert_eq!(Ping::decode(dead[0].payload.clone()).unwrap(), Ping::new(9));
+    bus.close().await.unwrap();
+}

@@ -1,0 +1,156 @@
+//! The logging and metrics middleware record what they promise: a span with the delivery's
+//! fields and an outcome line; an outcome counter and a duration histogram by topic and group.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bus::middleware::{HANDLER_DURATION, HANDLER_TOTAL, Logging, Metrics};
+use bus::{Event, EventBus, HandlerError, Subscription};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tests::Recorder;
+use tests::events::Ping;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn memory_bus() -> EventBus {
+    let mut config = bus::EventBusConfig::memory();
+    config.max_deliver = 1;
+    bus::MemoryBus::new(config).unwrap().into()
+}
+
+// Current-thread runtime: the handler runs on the test thread, where the thread-local
+// subscriber and recorder are installed.
+#[tokio::test(flavor = "current_thread")]
+async fn logging_writes_a_span_and_an_outcome_per_delivery() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let bus = memory_bus();
+    let done = Recorder::<u64>::new();
+    let d = Arc::clone(&done);
+    bus.subscribe(
+        Subscription::new("logged", Ping::TOPIC)
+            .layer(Logging::new())
+            .handler(move |e: Ping| {
+                d.push(e.seq);
+                async move {
+                    if e.seq == 2 {
+                        Err(HandlerError::permanent("rejected"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    bus.publish(&Ping::new(1)).await.unwrap();
+    bus.publish(&Ping::new(2)).await.unwrap();
+    done.wait_for(2, Duration::from_secs(5)).await;
+    bus.close().await.unwrap();
+
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let ok_line = text
+        .lines()
+        .find(|l| l.contains("event handled"))
+        .unwrap_or_else(|| panic!("no success line in:\n{text}"));
+    for field in [
+        "bus.handle",
+        "topic=\"cqc.events.v1.conformance_ping\"",
+        "event_type=\"cqc.events.v1.ConformancePing\"",
+        "event_id=\"ping-1\"",
+        "attempt=1",
+        "group=\"service-logged\"",
+        "outcome=\"ok\"",
+        "duration_ms=",
+    ] {
+        assert!(ok_line.contains(field), "missing {field} in {ok_line}");
+    }
+    let err_line = text
+        .lines()
+        .find(|l| l.contains("failed permanently"))
+        .unwrap_or_else(|| panic!("no failure line in:\n{text}"));
+    assert!(
+        err_line.contains("ERROR") && err_line.contains("outcome=\"permanent\""),
+        "{err_line}"
+    );
+    assert!(err_line.contains("event_id=\"ping-2\""), "{err_line}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn metrics_count_outcomes_and_record_durations() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let bus = memory_bus();
+    let done = Recorder::<u64>::new();
+    let d = Arc::clone(&done);
+    bus.subscribe(
+        Subscription::new("measured", Ping::TOPIC)
+            .layer(Metrics)
+            .handler(move |e: Ping| {
+                d.push(e.seq);
+                async move {
+                    if e.seq % 2 == 0 {
+                        Err(HandlerError::permanent("even"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    for seq in 1..=5 {
+        bus.publish(&Ping::new(seq)).await.unwrap();
+    }
+    done.wait_for(5, Duration::from_secs(5)).await;
+    bus.close().await.unwrap();
+
+    let mut ok = 0;
+    let mut permanent = 0;
+    let mut durations = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let k = key.key();
+        let labels: Vec<(String, String)> = k
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        let label = |name: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(label("topic"), Some(Ping::TOPIC.as_str()));
+        assert_eq!(label("group"), Some("service-measured"));
+        match (k.name(), value) {
+            (HANDLER_TOTAL, DebugValue::Counter(n)) if label("outcome") == Some("ok") => ok = n,
+            (HANDLER_TOTAL, DebugValue::Counter(n)) if label("outcome") == Some("permanent") => {
+                permanent = n;
+            }
+            (HANDLER_DURATION, DebugValue::Histogram(samples)) => durations = samples.len(),
+            other => panic!("unexpected metric {other:?}"),
+        }
+    }
+    assert_eq!((ok, permanent, durations), (3, 2, 5));
+}
