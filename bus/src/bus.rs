@@ -6,9 +6,7 @@ use bytes::Bytes;
 
 use crate::consumer::new_message_id;
 use crate::memory::MemoryBus;
-use crate::{
-    BackendKind, Error, Event, EventBusConfig, Headers, IntoSubscription, Topic, headers,
-};
+use crate::{BackendKind, Error, Event, EventBusConfig, Headers, IntoSubscription, Topic, headers};
 
 /// The server's acknowledgement of a publish: the event is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +83,9 @@ impl EventBus {
 
     /// An in-memory bus with the default configuration.
     pub fn memory() -> EventBus {
-        Self::from(MemoryBus::new(EventBusConfig::memory()).expect("the default configuration is valid"))
+        Self::from(
+            MemoryBus::new(EventBusConfig::memory()).expect("the default configuration is valid"),
+        )
     }
 
     /// The memory backend, if this bus runs on it.
@@ -112,7 +112,11 @@ impl EventBus {
     /// bus.publish_to(A_TOPIC, &B {}).await;
     /// # }
     /// ```
-    pub async fn publish_to<E: Event>(&self, topic: Topic<E>, event: &E) -> Result<PublishAck, Error> {
+    pub async fn publish_to<E: Event>(
+        &self,
+        topic: Topic<E>,
+        event: &E,
+    ) -> Result<PublishAck, Error> {
         let (payload, headers) = encode(event);
         self.send(topic.as_str().into(), payload, headers).await
     }
@@ -149,7 +153,12 @@ impl EventBus {
         Ok(acks)
     }
 
-    async fn send(&self, topic: Arc<str>, payload: Bytes, headers: Headers) -> Result<PublishAck, Error> {
+    async fn send(
+        &self,
+        topic: Arc<str>,
+        payload: Bytes,
+        headers: Headers,
+    ) -> Result<PublishAck, Error> {
         match &*self.backend {
             Backend::Memory(m) => m.publish(topic, payload, headers).await,
         }

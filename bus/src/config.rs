@@ -299,10 +299,12 @@ impl EventBusConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let env = Env(&lookup);
         let mut c = Self::default();
-        env.parse("BUS_BACKEND", &mut c.backend, |v| match v.to_ascii_lowercase().as_str() {
-            "memory" => Ok(BackendKind::Memory),
-            "jetstream" | "nats" => Ok(BackendKind::JetStream),
-            _ => Err("expected `memory` or `jetstream`".into()),
+        env.parse("BUS_BACKEND", &mut c.backend, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "memory" => Ok(BackendKind::Memory),
+                "jetstream" | "nats" => Ok(BackendKind::JetStream),
+                _ => Err("expected `memory` or `jetstream`".into()),
+            }
         })?;
         env.parse("BUS_SERVERS", &mut c.servers, |v| Ok(list(v)))?;
         env.string("BUS_STREAM_NAME", &mut c.stream_name);
@@ -336,7 +338,9 @@ impl EventBusConfig {
         if any_tls {
             c.tls = Some(tls);
         }
-        env.parse("BUS_STREAM_SUBJECTS", &mut c.stream.subjects, |v| Ok(list(v)))?;
+        env.parse("BUS_STREAM_SUBJECTS", &mut c.stream.subjects, |v| {
+            Ok(list(v))
+        })?;
         env.parse("BUS_STREAM_STORAGE", &mut c.stream.storage, |v| {
             match v.to_ascii_lowercase().as_str() {
                 "file" => Ok(Storage::File),
@@ -357,7 +361,11 @@ impl EventBusConfig {
         env.parse("BUS_CONCURRENCY", &mut c.consumer.concurrency, from_str)?;
         env.string("BUS_DLQ_STREAM_NAME", &mut c.dead_letter.stream_name);
         env.string("BUS_DLQ_SUBJECT_PREFIX", &mut c.dead_letter.subject_prefix);
-        env.parse("BUS_PUBLISH_TIMEOUT", &mut c.publish_timeout, parse_duration)?;
+        env.parse(
+            "BUS_PUBLISH_TIMEOUT",
+            &mut c.publish_timeout,
+            parse_duration,
+        )?;
         env.parse("BUS_DRAIN_TIMEOUT", &mut c.drain_timeout, parse_duration)?;
         env.parse(
             "BUS_MEMORY_QUEUE_CAPACITY",
@@ -558,7 +566,10 @@ mod tests {
             c.consumer.backoff,
             [Duration::from_secs(1), Duration::from_secs(10)]
         );
-        assert_eq!(c.tls.unwrap().ca_file.unwrap(), PathBuf::from("/etc/ca.pem"));
+        assert_eq!(
+            c.tls.unwrap().ca_file.unwrap(),
+            PathBuf::from("/etc/ca.pem")
+        );
         assert_eq!(c.stream_name, "CQC_EVENTS");
         assert!(!format!("{:?}", c.auth).contains("s3cret"));
     }
@@ -588,7 +599,12 @@ mod tests {
         let mut c = EventBusConfig::jetstream(["nats://x:4222"]);
         c.auth.token = Some("t".into());
         c.auth.nkey = Some("SU".into());
-        assert!(c.validate().unwrap_err().to_string().contains("one authentication method"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("one authentication method")
+        );
         let mut c = EventBusConfig::default();
         c.stream.subjects = vec!["dlq.>".into()];
         assert!(c.validate().unwrap_err().to_string().contains("overlap"));

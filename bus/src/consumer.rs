@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use crate::middleware::{Pipeline, panic_error};
-use crate::{Delivery, EventBusConfig, HandlerError, Headers, RawMessage, SubscribeOptions, headers};
+use crate::{
+    Delivery, EventBusConfig, HandlerError, Headers, RawMessage, SubscribeOptions, headers,
+};
 
 /// A subscription's settings with the configuration's defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +27,10 @@ impl Resolved {
         let (concurrency, max_ack_pending) = if options.ordered {
             (1, 1)
         } else {
-            let c = options.concurrency.unwrap_or(config.consumer.concurrency).max(1);
+            let c = options
+                .concurrency
+                .unwrap_or(config.consumer.concurrency)
+                .max(1);
             let pending = options.max_ack_pending.unwrap_or(config.max_ack_pending);
             (c, pending.max(c))
         };
@@ -125,8 +130,7 @@ pub(crate) fn new_message_id() -> String {
     use std::sync::OnceLock;
     static SEED: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed =
-        *SEED.get_or_init(|| RandomState::new().hash_one(std::time::SystemTime::now()));
+    let seed = *SEED.get_or_init(|| RandomState::new().hash_one(std::time::SystemTime::now()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{seed:016x}{n:016x}")
 }

@@ -275,7 +275,11 @@ mod tests {
         let e = f().unwrap_err();
         assert!(e.is_retryable());
         assert_eq!(e.class(), ErrorClass::Retryable);
-        assert!(e.to_string().starts_with("retryable error: number too large"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("retryable error: number too large"),
+            "{e}"
+        );
     }
 
     #[test]

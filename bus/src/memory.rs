@@ -109,7 +109,10 @@ impl std::fmt::Debug for MemoryBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryBus")
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
-            .field("groups", &self.inner.groups.read().map(|g| g.len()).unwrap_or(0))
+            .field(
+                "groups",
+                &self.inner.groups.read().map(|g| g.len()).unwrap_or(0),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -164,7 +167,11 @@ impl MemoryBus {
         let settings = Resolved::new(&sub.options, &inner.config);
         let group = {
             let _serial = lock(&inner.subscribe_lock);
-            let groups = inner.groups.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let groups = inner
+                .groups
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             match groups
                 .iter()
                 .find(|g| g.filter == sub.filter && *g.name == *group_name)
@@ -265,8 +272,15 @@ impl Inner {
             sequence,
             published: SystemTime::now(),
         });
-        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner()).clone();
-        for group in groups.iter().filter(|g| filter_matches(&g.filter, &stored.topic)) {
+        let groups = self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for group in groups
+            .iter()
+            .filter(|g| filter_matches(&g.filter, &stored.topic))
+        {
             match group.tx.try_send(Arc::clone(&stored)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -362,7 +376,11 @@ impl Member {
         }
     }
 
-    async fn process(&self, stored: Arc<Stored>, attempt: u32) -> Option<(Arc<Stored>, u32, Duration)> {
+    async fn process(
+        &self,
+        stored: Arc<Stored>,
+        attempt: u32,
+    ) -> Option<(Arc<Stored>, u32, Duration)> {
         let msg = self.delivery(&stored, attempt);
         let delivery = msg.delivery.clone();
         match consumer::run(&self.pipeline, msg, &self.settings).await {
@@ -372,7 +390,9 @@ impl Member {
                 Some((stored, attempt + 1, delay))
             }
             Verdict::DeadLetter(e) => {
-                self.bus.dead_letter(&delivery, stored.payload.clone(), &e).await;
+                self.bus
+                    .dead_letter(&delivery, stored.payload.clone(), &e)
+                    .await;
                 None
             }
         }
@@ -394,7 +414,9 @@ impl Member {
         let this = &self;
         loop {
             while running.len() < concurrency {
-                let Some((stored, attempt)) = ready.pop_front() else { break };
+                let Some((stored, attempt)) = ready.pop_front() else {
+                    break;
+                };
                 running.push(this.process(stored, attempt));
             }
             let room = (concurrency - running.len()).min(max_ack_pending - pending);
@@ -422,7 +444,10 @@ impl Member {
         // Closing: no new messages; let in-flight handlers finish, within the drain timeout.
         let in_flight = running.len();
         let drain = async { while running.next().await.is_some() {} };
-        if tokio::time::timeout(self.bus.config.drain_timeout, drain).await.is_err() {
+        if tokio::time::timeout(self.bus.config.drain_timeout, drain)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 group = %self.group.name, in_flight,
                 timeout = ?self.bus.config.drain_timeout,
@@ -445,7 +470,10 @@ mod tests {
 
     #[test]
     fn covers() {
-        assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.asset_created"));
+        assert!(filter_covers(
+            "cqc.events.v1.>",
+            "cqc.events.v1.asset_created"
+        ));
         assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.*"));
         assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.>"));
         assert!(!filter_covers("cqc.events.v1.>", "cqc.>"));

@@ -304,7 +304,10 @@ mod tests {
     #[test]
     fn topic_helpers() {
         assert_eq!(topic_name("asset_created"), "cqc.events.v1.asset_created");
-        assert_eq!(parse_event_type("cqc.events.v1.asset_created"), "asset_created");
+        assert_eq!(
+            parse_event_type("cqc.events.v1.asset_created"),
+            "asset_created"
+        );
         assert_eq!(parse_event_type("orders.placed"), "orders.placed");
     }
 
@@ -314,7 +317,9 @@ mod tests {
             assert!(is_valid_topic(ok), "{ok}");
             assert!(is_valid_filter(ok), "{ok}");
         }
-        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a\tb", "a.*", "a.>", "*", "a*"] {
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a b", "a\tb", "a.*", "a.>", "*", "a*",
+        ] {
             assert!(!is_valid_topic(bad), "{bad:?}");
         }
         for ok in ["*", ">", "a.*", "a.>", "*.b.>", "a.*.c"] {

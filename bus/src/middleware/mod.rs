@@ -45,8 +45,8 @@ use std::sync::Arc;
 pub use self::error_handler::ErrorHandler;
 pub use self::logging::Logging;
 pub use self::metrics::{HANDLER_DURATION, HANDLER_TOTAL, Metrics};
-pub use self::recovery::{Recovery, panic_message};
 pub(crate) use self::recovery::panic_error;
+pub use self::recovery::{Recovery, panic_message};
 pub use self::retry::Retry;
 pub use self::timeout::Timeout;
 

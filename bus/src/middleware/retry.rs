@@ -127,7 +127,9 @@ mod tests {
 
     #[test]
     fn jitter_stays_in_range() {
-        let r = Retry::new(3).initial_delay(Duration::from_millis(1000)).jitter(0.5);
+        let r = Retry::new(3)
+            .initial_delay(Duration::from_millis(1000))
+            .jitter(0.5);
         for _ in 0..200 {
             let d = r.delay(1).as_millis();
             assert!((500..=1500).contains(&d), "{d}");
