@@ -37,6 +37,8 @@ impl Health {
 #[derive(Clone, Debug)]
 enum Backend {
     Memory(MemoryBus),
+    #[cfg(feature = "jetstream")]
+    JetStream(crate::jetstream::JetStreamBus),
 }
 
 /// A typed event bus over the configured backend. Cheap to clone; clones share the bus.
@@ -74,8 +76,14 @@ impl EventBus {
         config.validate()?;
         match config.backend {
             BackendKind::Memory => Ok(Self::from(MemoryBus::new(config)?)),
+            #[cfg(feature = "jetstream")]
+            BackendKind::JetStream => Ok(Self::from(
+                crate::jetstream::JetStreamBus::connect(config).await?,
+            )),
+            #[cfg(not(feature = "jetstream"))]
             BackendKind::JetStream => Err(Error::Config(
-                "the JetStream backend is not available in this build; use `backend = \"memory\"`"
+                "the JetStream backend is not available in this build (enable the `jetstream` \
+                 feature of `bus`); or use `backend = \"memory\"`"
                     .into(),
             )),
         }
@@ -92,6 +100,17 @@ impl EventBus {
     pub fn as_memory(&self) -> Option<&MemoryBus> {
         match &*self.backend {
             Backend::Memory(m) => Some(m),
+            #[cfg(feature = "jetstream")]
+            Backend::JetStream(_) => None,
+        }
+    }
+
+    /// The JetStream backend, if this bus runs on it.
+    #[cfg(feature = "jetstream")]
+    pub fn as_jetstream(&self) -> Option<&crate::jetstream::JetStreamBus> {
+        match &*self.backend {
+            Backend::JetStream(j) => Some(j),
+            Backend::Memory(_) => None,
         }
     }
 
@@ -146,6 +165,14 @@ impl EventBus {
         I: IntoIterator<Item = &'a E>,
     {
         let events = events.into_iter();
+        #[cfg(feature = "jetstream")]
+        if let Backend::JetStream(j) = &*self.backend {
+            let items = events.map(|e| {
+                let (payload, headers) = encode(e);
+                (E::TOPIC.as_str().to_owned(), payload, headers)
+            });
+            return j.publish_batch(items).await;
+        }
         let mut acks = Vec::with_capacity(events.size_hint().0);
         for event in events {
             acks.push(self.publish(event).await?);
@@ -161,6 +188,8 @@ impl EventBus {
     ) -> Result<PublishAck, Error> {
         match &*self.backend {
             Backend::Memory(m) => m.publish(topic, payload, headers).await,
+            #[cfg(feature = "jetstream")]
+            Backend::JetStream(j) => j.publish(&topic, payload, headers).await,
         }
     }
 
@@ -170,6 +199,8 @@ impl EventBus {
         let sub = subscription.into_subscription();
         match &*self.backend {
             Backend::Memory(m) => m.subscribe(sub).await,
+            #[cfg(feature = "jetstream")]
+            Backend::JetStream(j) => j.subscribe(sub).await,
         }
     }
 
@@ -190,6 +221,8 @@ impl EventBus {
     pub async fn close(&self) -> Result<(), Error> {
         match &*self.backend {
             Backend::Memory(m) => m.close().await,
+            #[cfg(feature = "jetstream")]
+            Backend::JetStream(j) => j.close().await,
         }
     }
 
@@ -198,6 +231,17 @@ impl EventBus {
         match &*self.backend {
             Backend::Memory(m) if m.is_closed() => Health::Unhealthy("the bus is closed".into()),
             Backend::Memory(_) => Health::Healthy,
+            #[cfg(feature = "jetstream")]
+            Backend::JetStream(j) => j.check().await,
+        }
+    }
+}
+
+#[cfg(feature = "jetstream")]
+impl From<crate::jetstream::JetStreamBus> for EventBus {
+    fn from(j: crate::jetstream::JetStreamBus) -> Self {
+        EventBus {
+            backend: Arc::new(Backend::JetStream(j)),
         }
     }
 }

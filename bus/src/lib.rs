@@ -44,10 +44,14 @@ mod consumer;
 mod error;
 mod event;
 mod handler;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod memory;
 mod message;
 pub mod middleware;
 pub mod topic;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use crate::bus::{EventBus, Health, PublishAck};
 pub use crate::config::{BackendKind, EventBusConfig};
@@ -58,6 +62,8 @@ pub use crate::handler::{
     Subscription, SubscriptionBuilder,
 };
 pub use crate::memory::MemoryBus;
+#[cfg(feature = "jetstream")]
+pub use crate::jetstream::JetStreamBus;
 pub use crate::message::{Delivery, Headers, RawMessage, headers};
 pub use crate::topic::Topic;
 

@@ -1,0 +1,286 @@
+//! The NATS JetStream backend: durable, at-least-once, dead-lettering.
+//!
+//! Built by [`EventBus::connect`](crate::EventBus::connect) when the configuration says
+//! `backend = "jetstream"`, or directly with [`JetStreamBus::connect`].
+//!
+//! # What it does
+//!
+//! - **Connection**: every server of `servers` is given to the client, which fails over among
+//!   them and reconnects forever (delays growing to 4 s); connection events are logged. Auth by
+//!   user/password, token, nkey seed or credentials file; TLS with a CA and an optional client
+//!   certificate. Wrong credentials or no reachable server fail [`JetStreamBus::connect`] with
+//!   [`Error::Connect`] saying which.
+//! - **Streams**: the events stream (`stream_name`, `stream.*`) and the dead-letter stream
+//!   (`dead_letter.*`, subjects `{prefix}.>`) are created if missing, with Limits retention.
+//!   An existing stream gets its missing subjects added; any other difference (retention,
+//!   storage, replicas, and for the events stream max age and duplicate window) is
+//!   [`Error::StreamMismatch`] naming the setting: an existing stream is never reset. The
+//!   update keeps every field of the server's config, including ones this client does not know.
+//! - **Publish** waits for the stream's acknowledgement. `Nats-Msg-Id` is the event id (or a
+//!   generated one); a transient failure (timeout, disconnection, stream leader election) is
+//!   retried with the same id until `publish_timeout`, so the server stores the event once.
+//!   Errors: [`Error::NoStream`] (no stream captures the subject), [`Error::PayloadTooLarge`]
+//!   (checked against the server's `max_payload` before sending), [`Error::Timeout`],
+//!   [`Error::NotConnected`]. The batch publish keeps up to 1 000 acknowledgements in flight.
+//! - **Subscribe**: one durable pull consumer per (filter, group), named by
+//!   [`durable_name`]; explicit ack, `ack_wait`, `max_deliver`, `max_ack_pending` and a
+//!   server-side backoff (see below). A new consumer starts with events published after it is
+//!   created (`DeliverPolicy::New`, as the memory backend); a durable consumer then keeps its
+//!   place across restarts. Subscriptions with the same group, in one process or many, share
+//!   the consumer and so the events.
+//! - **Delivery**: up to `concurrency` handlers at once per subscription (ordered mode: one,
+//!   with `max_ack_pending = 1`, so the server keeps stream order). While a handler runs, an
+//!   in-progress ack is sent every `ack_wait / 3`, so a long handler keeps its message. `Ok` is
+//!   acked; a retryable error with deliveries left is NAKed with the backoff delay; the last
+//!   failed attempt (known from the delivery count the server sends with the message, not from
+//!   advisories), a permanent error, an undecodable payload or a panic is published to the
+//!   dead-letter stream, its ack awaited, and only then the original is terminated (TERM).
+//! - **Close** stops pulling (messages pulled but not started are NAKed back), waits up to
+//!   `drain_timeout` for running handlers and their acks, flushes, and drains the connection.
+//! - **Health**: [`EventBus::check`](crate::EventBus::check) is unhealthy when closed,
+//!   disconnected, or when a JetStream round trip fails.
+//!
+//! # Settings the server sees
+//!
+//! `backoff`: the server uses `backoff[n-1]` in place of `ack_wait` for delivery `n` and needs
+//! `max_deliver > backoff.len()`. Handler failures are NAKed with the bus's own delay, so the
+//! server's list only matters when a consumer dies mid-message; it is sent with each entry
+//! raised to at least `ack_wait` and cut to `max_deliver - 1` entries.
+//!
+//! An existing durable consumer with other settings (a new release changed `max_deliver`, ...)
+//! is updated to the subscription's settings, with a warning listing the changes; servers
+//! before 2.10 would do this silently. Its start position is kept.
+//!
+//! # Server versions
+//!
+//! Works with nats-server 2.9 and later. Nothing here needs 2.10+: one filter subject per
+//! consumer (`filter_subject`, never `filter_subjects`, which 2.9 ignores), no per-message TTL,
+//! no consumer pause; async-nats is built without its `server_2_1x` features, so no 2.10+
+//! field is sent. Stream updates go through raw JSON and keep 2.10+ fields intact.
+//!
+//! Limits: a consumer killed during the *last* allowed delivery of a message leaves it in the
+//! stream without a dead letter (the server stops redelivering at `max_deliver`); in-progress
+//! acks are not sent for messages pulled but waiting for a free handler slot, so keep
+//! `max_ack_pending` near `concurrency × ack_wait / handler time`.
+
+mod connect;
+mod names;
+mod publish;
+mod streams;
+mod subscriber;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::names::durable_name;
+use crate::consumer::Resolved;
+use crate::topic::validate_filter;
+use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
+
+/// The JetStream event bus. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct JetStreamBus {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: EventBusConfig,
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    /// (stream name, subjects it captures on the server): events stream, then dead letters.
+    streams: Vec<(String, Vec<String>)>,
+    /// Every subject of `streams`.
+    captured: Vec<String>,
+    closed: AtomicBool,
+    drained: AtomicBool,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for JetStreamBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamBus")
+            .field("servers", &self.inner.config.servers)
+            .field("streams", &self.inner.streams)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamBus {
+    /// Connects to the configured servers and makes sure both streams exist as configured.
+    pub async fn connect(config: EventBusConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let client = connect::connect(&config).await?;
+        let timeout = config.publish_timeout.max(Duration::from_secs(5));
+        let js = async_nats::jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .build(client.clone());
+        let captured_all = streams::ensure_streams(&js, &config).await?;
+        let events_subjects: Vec<String> = captured_all
+            .iter()
+            .filter(|s| !streams::covers(&config.dead_letter.filter(), s))
+            .cloned()
+            .collect();
+        let streams = vec![
+            (config.stream_name.clone(), events_subjects),
+            (
+                config.dead_letter.stream_name.clone(),
+                vec![config.dead_letter.filter()],
+            ),
+        ];
+        tracing::info!(servers = ?config.servers, streams = ?streams, "JetStream bus connected");
+        Ok(JetStreamBus {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                js,
+                streams,
+                captured: captured_all,
+                closed: AtomicBool::new(false),
+                drained: AtomicBool::new(false),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EventBusConfig {
+        &self.inner.config
+    }
+
+    /// The underlying NATS client, for what the bus does not cover.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// The JetStream context the bus uses.
+    pub fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.inner.js
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        headers: Headers,
+    ) -> Result<PublishAck, Error> {
+        self.inner.publish(topic, payload, &headers).await
+    }
+
+    pub(crate) async fn publish_batch(
+        &self,
+        items: impl Iterator<Item = (String, Bytes, Headers)>,
+    ) -> Result<Vec<PublishAck>, Error> {
+        self.inner.publish_batch(items).await
+    }
+
+    pub(crate) async fn subscribe(&self, sub: Subscription) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        validate_filter(&sub.filter)?;
+        let Some((stream, _)) = inner
+            .streams
+            .iter()
+            .find(|(_, subjects)| subjects.iter().any(|s| streams::covers(s, &sub.filter)))
+        else {
+            return Err(Error::NoStream { topic: sub.filter });
+        };
+        let group = sub.group_or_default(&inner.config.consumer_name);
+        let durable = durable_name(&group, &sub.filter)?;
+        let settings = Resolved::new(&sub.options, &inner.config);
+        let config = subscriber::consumer_config(&durable, &group, &sub.filter, &settings);
+        let consumer = subscriber::ensure_consumer(
+            &inner.js,
+            stream,
+            config.clone(),
+            inner.config.publish_timeout,
+        )
+        .await?;
+        tracing::debug!(
+            name = %sub.name, filter = %sub.filter, group = %group, consumer = %durable,
+            concurrency = settings.concurrency, "JetStream subscription started"
+        );
+        let member = subscriber::Member {
+            bus: Arc::clone(inner),
+            stream: stream.clone(),
+            consumer,
+            config,
+            group: group.into(),
+            pipeline: sub.pipeline,
+            settings,
+        };
+        inner.tasks.spawn(member.run());
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            inner.tasks.wait().await;
+            return Ok(());
+        }
+        inner.shutdown.cancel();
+        inner.tasks.close();
+        inner.tasks.wait().await;
+        let wait = Duration::from_secs(5);
+        if tokio::time::timeout(wait, inner.client.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("flushing the NATS connection timed out at close");
+        }
+        let drained = tokio::time::timeout(wait, inner.client.drain()).await;
+        inner.drained.store(true, Ordering::Release);
+        match drained {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "draining the NATS connection");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("draining the NATS connection timed out at close");
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn check(&self) -> crate::Health {
+        use crate::Health;
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Health::Unhealthy("the bus is closed".into());
+        }
+        let state = inner.client.connection_state();
+        if state != async_nats::connection::State::Connected {
+            return Health::Unhealthy(format!(
+                "not connected to NATS ({state}); the client reconnects in the background"
+            ));
+        }
+        let round_trip = tokio::time::timeout(
+            Duration::from_secs(2),
+            inner
+                .js
+                .request::<_, _, serde_json::Value>("INFO".to_owned(), &serde_json::json!({})),
+        )
+        .await;
+        match round_trip {
+            Ok(Ok(reply)) => match streams::api_error(&reply) {
+                None => Health::Healthy,
+                Some((code, _, desc)) => {
+                    Health::Unhealthy(format!("JetStream answered with error {code}: {desc}"))
+                }
+            },
+            Ok(Err(e)) => Health::Unhealthy(format!("JetStream round trip failed: {e}")),
+            Err(_) => Health::Unhealthy("JetStream did not answer within 2s".into()),
+        }
+    }
+}

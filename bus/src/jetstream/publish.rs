@@ -1,0 +1,282 @@
+//! Publishing with the stream's acknowledgement: retries with the same message id, clear
+//! errors, and a pipelined batch.
+
+use std::error::Error as _;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::connection::State;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use super::Inner;
+use super::streams::covers;
+use crate::{Error, Headers, PublishAck};
+
+/// Acknowledgements in flight at most during a batch publish.
+pub(crate) const BATCH_WINDOW: usize = 1000;
+
+/// What a failed publish attempt means.
+enum Failure {
+    /// Try again with the same message id.
+    Transient(String),
+    /// Trying again cannot help.
+    Fatal(Error),
+}
+
+pub(crate) fn header_map(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        map.append(name, value);
+    }
+    map
+}
+
+fn to_ack(a: &async_nats::jetstream::publish::PublishAck) -> PublishAck {
+    PublishAck {
+        sequence: a.sequence,
+        duplicate: a.duplicate,
+    }
+}
+
+impl Inner {
+    /// Checks what can be checked before sending: closed, payload size.
+    pub(crate) fn check_publish(&self, topic: &str, payload: &Bytes) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.check_size(topic, payload)
+    }
+
+    fn check_size(&self, topic: &str, payload: &Bytes) -> Result<(), Error> {
+        let max = self.client.server_info().max_payload;
+        if max > 0 && payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                topic: topic.to_owned(),
+                size: payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether one of the bus's streams captures `topic`.
+    pub(crate) fn captures(&self, subject: &str) -> bool {
+        self.captured.iter().any(|s| covers(s, subject))
+    }
+
+    fn attempt_timeout(&self) -> Duration {
+        (self.config.publish_timeout / 3).max(Duration::from_millis(500))
+    }
+
+    /// Publishes one message and waits for its acknowledgement, retrying transient failures with
+    /// the same headers (so the same `Nats-Msg-Id`) until `publish_timeout`.
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        headers: &Headers,
+    ) -> Result<PublishAck, Error> {
+        self.check_publish(topic, &payload)?;
+        let deadline = Instant::now() + self.config.publish_timeout;
+        self.publish_until(topic, payload, headers, deadline, None)
+            .await
+    }
+
+    /// Like [`publish`](Self::publish) without the closed check: for dead letters during close.
+    pub(crate) async fn publish_unchecked(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        headers: &Headers,
+    ) -> Result<PublishAck, Error> {
+        self.check_size(topic, &payload)?;
+        let deadline = Instant::now() + self.config.publish_timeout;
+        self.publish_until(topic, payload, headers, deadline, None)
+            .await
+    }
+
+    async fn publish_until(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        headers: &Headers,
+        deadline: Instant,
+        mut last: Option<String>,
+    ) -> Result<PublishAck, Error> {
+        let mut delay = Duration::from_millis(25);
+        let mut attempts = 0u32;
+        loop {
+            let now = Instant::now();
+            if last.is_some() {
+                if now + delay >= deadline {
+                    return Err(self.gave_up(topic, attempts, last));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let wait = remaining.min(self.attempt_timeout());
+            let attempt = async {
+                let message = PublishMessage::build()
+                    .payload(payload.clone())
+                    .headers(header_map(headers));
+                self.js.send_publish(topic.to_owned(), message).await?.await
+            };
+            match tokio::time::timeout(wait, attempt).await {
+                Ok(Ok(ack)) => return Ok(to_ack(&ack)),
+                Ok(Err(e)) => match self.classify(topic, payload.len(), &e) {
+                    Failure::Fatal(e) => return Err(e),
+                    Failure::Transient(why) => last = Some(why),
+                },
+                Err(_) => last = Some(format!("no acknowledgement within {wait:?}")),
+            }
+            tracing::debug!(topic, attempts, error = last.as_deref(), "publish retried");
+        }
+    }
+
+    fn gave_up(&self, topic: &str, attempts: u32, last: Option<String>) -> Error {
+        if self.client.connection_state() != State::Connected {
+            return Error::NotConnected;
+        }
+        Error::Timeout {
+            what: format!(
+                "waiting for the stream to store a publish on `{topic}` ({attempts} attempts \
+                 with the same message id; last: {})",
+                last.unwrap_or_default()
+            ),
+            after: self.config.publish_timeout,
+        }
+    }
+
+    fn classify(&self, topic: &str, size: usize, e: &PublishError) -> Failure {
+        match e.kind() {
+            // No responders: nothing listens on the subject. For a subject one of our streams
+            // captures this is a stream (leader) that is briefly unavailable.
+            PublishErrorKind::StreamNotFound if self.captures(topic) => {
+                Failure::Transient("no stream answered (stream unavailable)".into())
+            }
+            PublishErrorKind::StreamNotFound => Failure::Fatal(Error::NoStream {
+                topic: topic.to_owned(),
+            }),
+            PublishErrorKind::MaxPayloadExceeded => Failure::Fatal(Error::PayloadTooLarge {
+                topic: topic.to_owned(),
+                size,
+                max: self.client.server_info().max_payload,
+            }),
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending => Failure::Transient(e.to_string()),
+            _ => {
+                let js = e
+                    .source()
+                    .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>());
+                match js {
+                    // 503: no leader, cluster busy, JetStream restarting.
+                    Some(j) if j.code() == 503 => Failure::Transient(j.to_string()),
+                    Some(j) => Failure::Fatal(Error::Backend {
+                        context: format!("the stream refused a publish on `{topic}`"),
+                        retryable: false,
+                        source: j.to_string().into(),
+                    }),
+                    None if self.closed.load(Ordering::Acquire) && self.client_gone() => {
+                        Failure::Fatal(Error::Closed)
+                    }
+                    None => Failure::Transient(e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn client_gone(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    /// Publishes many messages with up to [`BATCH_WINDOW`] acknowledgements in flight. Stops at
+    /// the first error after waiting for the ones in flight; returns the acks in input order.
+    pub(crate) async fn publish_batch(
+        &self,
+        items: impl Iterator<Item = (String, Bytes, Headers)>,
+    ) -> Result<Vec<PublishAck>, Error> {
+        let mut acks: Vec<Option<PublishAck>> = Vec::with_capacity(items.size_hint().0);
+        let mut inflight = FuturesUnordered::new();
+        let mut first_error: Option<(usize, Error)> = None;
+        for (i, (topic, payload, headers)) in items.enumerate() {
+            acks.push(None);
+            if let Err(e) = self.check_publish(&topic, &payload) {
+                settle((i, Err(e)), &mut acks, &mut first_error);
+                break;
+            }
+            while inflight.len() >= BATCH_WINDOW {
+                if let Some(done) = inflight.next().await {
+                    settle(done, &mut acks, &mut first_error);
+                }
+            }
+            if first_error.is_some() {
+                break;
+            }
+            let deadline = Instant::now() + self.config.publish_timeout;
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .headers(header_map(&headers));
+            // Send now, in order; only the acknowledgements are awaited concurrently.
+            let sent = self.js.send_publish(topic.clone(), message).await;
+            let wait = self.attempt_timeout();
+            inflight.push(async move {
+                let first = match sent {
+                    Ok(ack) => match tokio::time::timeout(wait, ack).await {
+                        Ok(r) => r.map_err(|e| self.classify(&topic, payload.len(), &e)),
+                        Err(_) => Err(Failure::Transient(format!(
+                            "no acknowledgement within {wait:?}"
+                        ))),
+                    },
+                    Err(e) => Err(self.classify(&topic, payload.len(), &e)),
+                };
+                let result = match first {
+                    Ok(ack) => Ok(to_ack(&ack)),
+                    Err(Failure::Fatal(e)) => Err(e),
+                    Err(Failure::Transient(why)) => {
+                        self.publish_until(&topic, payload, &headers, deadline, Some(why))
+                            .await
+                    }
+                };
+                (i, result)
+            });
+        }
+        while let Some(done) = inflight.next().await {
+            settle(done, &mut acks, &mut first_error);
+        }
+        if let Some((_, e)) = first_error {
+            return Err(e);
+        }
+        acks.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Backend {
+                context: "batch publish".into(),
+                retryable: true,
+                source: "a publish of the batch was not settled".into(),
+            })
+    }
+}
+
+/// Records the outcome of publish `i`, keeping the error of the earliest failed one.
+fn settle(
+    (i, result): (usize, Result<PublishAck, Error>),
+    acks: &mut [Option<PublishAck>],
+    first_error: &mut Option<(usize, Error)>,
+) {
+    match result {
+        Ok(a) => acks[i] = Some(a),
+        Err(e) => {
+            if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
+                *first_error = Some((i, e));
+            }
+        }
+    }
+}

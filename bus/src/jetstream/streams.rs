@@ -1,0 +1,311 @@
+//! Making sure the events and dead-letter streams exist as configured, without ever resetting
+//! an existing one.
+//!
+//! Stream info is read and updated as raw JSON, so settings this client does not model (for
+//! example `metadata` or `compression` on a 2.10+ server) survive an update untouched.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::config::Storage;
+use crate::{Error, EventBusConfig};
+
+/// What a stream must look like.
+struct Wanted<'a> {
+    name: &'a str,
+    subjects: Vec<String>,
+    storage: Storage,
+    replicas: usize,
+    /// `None`: not compared on an existing stream; created with 0 (keep forever).
+    max_age: Option<Duration>,
+    /// `None`: not compared on an existing stream.
+    duplicate_window: Option<Duration>,
+}
+
+/// Creates or checks both streams; returns every subject they capture (as on the server).
+pub(crate) async fn ensure_streams(
+    js: &Context,
+    config: &EventBusConfig,
+) -> Result<Vec<String>, Error> {
+    let s = &config.stream;
+    let events = Wanted {
+        name: &config.stream_name,
+        subjects: s.subjects.clone(),
+        storage: s.storage,
+        replicas: s.replicas,
+        max_age: Some(s.max_age),
+        duplicate_window: Some(s.duplicate_window),
+    };
+    let dead_letters = Wanted {
+        name: &config.dead_letter.stream_name,
+        subjects: vec![config.dead_letter.filter()],
+        storage: s.storage,
+        replicas: s.replicas,
+        max_age: None,
+        duplicate_window: None,
+    };
+    let mut captured = ensure(js, &events, config.publish_timeout).await?;
+    captured.extend(ensure(js, &dead_letters, config.publish_timeout).await?);
+    Ok(captured)
+}
+
+/// A JetStream API reply: the value, or the API error `(code, err_code, description)`.
+pub(crate) fn api_error(reply: &Value) -> Option<(u64, u64, String)> {
+    let e = reply.get("error")?;
+    Some((
+        e.get("code").and_then(Value::as_u64).unwrap_or(0),
+        e.get("err_code").and_then(Value::as_u64).unwrap_or(0),
+        e.get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error")
+            .to_owned(),
+    ))
+}
+
+const STREAM_NOT_FOUND: u64 = 10059;
+const STREAM_NAME_EXISTS: u64 = 10058;
+
+/// Sends a JetStream API request, retrying while JetStream is not answering or not ready
+/// (no responders, timeouts, 503) for up to `patience`.
+pub(crate) async fn api(
+    js: &Context,
+    subject: &str,
+    body: &Value,
+    patience: Duration,
+) -> Result<Value, Error> {
+    let deadline = Instant::now() + patience;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let last = match js.request::<_, _, Value>(subject.to_owned(), body).await {
+            Ok(reply) => match api_error(&reply) {
+                Some((503, _, desc)) => format!("JetStream is not ready: {desc}"),
+                _ => return Ok(reply),
+            },
+            Err(e) => format!("JetStream did not answer `$JS.API.{subject}`: {e}"),
+        };
+        if Instant::now() + delay > deadline {
+            return Err(Error::Backend {
+                context: format!(
+                    "{last} (for {patience:?}); check that nats-server runs with JetStream \
+                     enabled (`-js`) and, in a cluster, that a quorum of servers is up"
+                ),
+                retryable: true,
+                source: last.into(),
+            });
+        }
+        tracing::debug!(subject, error = %last, "JetStream API request retried");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn storage_str(s: Storage) -> &'static str {
+    match s {
+        Storage::File => "file",
+        Storage::Memory => "memory",
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn show(d: Duration) -> String {
+    if d.is_zero() {
+        "0s (unlimited)".into()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+async fn ensure(js: &Context, w: &Wanted<'_>, patience: Duration) -> Result<Vec<String>, Error> {
+    let patience = patience.max(Duration::from_secs(10));
+    for _ in 0..3 {
+        let info = api(js, &format!("STREAM.INFO.{}", w.name), &json!({}), patience).await?;
+        match api_error(&info) {
+            None => return check_and_extend(js, w, info, patience).await,
+            Some((_, STREAM_NOT_FOUND, _)) => {}
+            Some((code, err_code, desc)) => {
+                return Err(backend(w.name, "reading", code, err_code, desc));
+            }
+        }
+        let config = json!({
+            "name": w.name,
+            "subjects": w.subjects,
+            "retention": "limits",
+            "storage": storage_str(w.storage),
+            "num_replicas": w.replicas,
+            "max_age": nanos(w.max_age.unwrap_or(Duration::ZERO)),
+            "duplicate_window": nanos(w.duplicate_window.unwrap_or(Duration::from_secs(120))),
+            "discard": "old",
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_msg_size": -1,
+            "max_consumers": -1,
+            "max_msgs_per_subject": -1,
+        });
+        let reply = api(js, &format!("STREAM.CREATE.{}", w.name), &config, patience).await?;
+        match api_error(&reply) {
+            None => {
+                tracing::info!(stream = w.name, subjects = ?w.subjects, "stream created");
+                return Ok(w.subjects.clone());
+            }
+            // Another process created it meanwhile: compare with what it made.
+            Some((_, STREAM_NAME_EXISTS, _)) => continue,
+            Some((code, err_code, desc)) => {
+                return Err(backend(w.name, "creating", code, err_code, desc));
+            }
+        }
+    }
+    Err(Error::Backend {
+        context: format!(
+            "stream `{}` kept appearing and disappearing while being created",
+            w.name
+        ),
+        retryable: true,
+        source: "concurrent stream changes".into(),
+    })
+}
+
+fn backend(stream: &str, action: &str, code: u64, err_code: u64, desc: String) -> Error {
+    let hint = match err_code {
+        10074 => ": replicas > 1 needs a JetStream cluster; set `stream.replicas = 1`",
+        10065 => ": another stream already captures these subjects; pick other `stream.subjects`",
+        10023 | 10047 | 10028 => ": the server lacks resources for this stream",
+        _ => "",
+    };
+    Error::Backend {
+        context: format!(
+            "{action} stream `{stream}` failed (JetStream error {code}/{err_code}){hint}"
+        ),
+        retryable: code == 503,
+        source: desc.into(),
+    }
+}
+
+/// Compares an existing stream with what is wanted: adds missing subjects, and reports the
+/// first other difference as [`Error::StreamMismatch`]. Never changes anything else.
+async fn check_and_extend(
+    js: &Context,
+    w: &Wanted<'_>,
+    info: Value,
+    patience: Duration,
+) -> Result<Vec<String>, Error> {
+    let Some(mut config) = info.get("config").cloned() else {
+        return Err(Error::Backend {
+            context: format!("stream `{}` info has no `config`", w.name),
+            retryable: false,
+            source: info.to_string().into(),
+        });
+    };
+    let mismatch = |setting: &'static str, existing: String, configured: String| {
+        Err(Error::StreamMismatch {
+            stream: w.name.to_owned(),
+            setting,
+            existing,
+            configured,
+        })
+    };
+    let text = |key: &str| {
+        config
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let number = |key: &str| config.get(key).and_then(Value::as_u64).unwrap_or(0);
+
+    let retention = text("retention");
+    if retention != "limits" {
+        return mismatch(
+            "retention",
+            retention,
+            "limits (so every group sees every event)".into(),
+        );
+    }
+    let storage = text("storage");
+    if storage != storage_str(w.storage) {
+        return mismatch("stream.storage", storage, storage_str(w.storage).into());
+    }
+    let replicas = number("num_replicas").max(1);
+    if replicas != w.replicas as u64 {
+        return mismatch(
+            "stream.replicas",
+            replicas.to_string(),
+            w.replicas.to_string(),
+        );
+    }
+    if let Some(max_age) = w.max_age {
+        let existing = Duration::from_nanos(number("max_age"));
+        if existing != max_age {
+            return mismatch("stream.max_age", show(existing), show(max_age));
+        }
+    }
+    if let Some(window) = w.duplicate_window {
+        let existing = Duration::from_nanos(number("duplicate_window"));
+        if existing != window {
+            return mismatch("stream.duplicate_window", show(existing), show(window));
+        }
+    }
+
+    let mut subjects: Vec<String> = config
+        .get("subjects")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing: Vec<String> = w
+        .subjects
+        .iter()
+        .filter(|want| !subjects.iter().any(|have| covers(have, want)))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(subjects);
+    }
+    subjects.extend(missing.iter().cloned());
+    config["subjects"] = json!(subjects);
+    let reply = api(js, &format!("STREAM.UPDATE.{}", w.name), &config, patience).await?;
+    if let Some((code, err_code, desc)) = api_error(&reply) {
+        return Err(backend(w.name, "adding subjects to", code, err_code, desc));
+    }
+    tracing::info!(stream = w.name, added = ?missing, "subjects added to existing stream");
+    Ok(subjects)
+}
+
+/// Whether every subject matched by `filter` is matched by `subject` (a stream subject).
+pub(crate) fn covers(subject: &str, filter: &str) -> bool {
+    let mut s = subject.split('.');
+    let mut f = filter.split('.');
+    loop {
+        match (s.next(), f.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn covering() {
+        assert!(covers("cqc.events.v1.>", "cqc.events.v1.a"));
+        assert!(covers("cqc.events.v1.>", "cqc.events.v1.>"));
+        assert!(covers("cqc.>", "cqc.events.v1.*"));
+        assert!(!covers("cqc.events.v1.*", "cqc.events.v1.>"));
+        assert!(!covers("cqc.events.v1.>", "cqc.events"));
+        assert!(!covers("dlq.>", "cqc.events.v1.a"));
+    }
+}
