@@ -137,7 +137,7 @@ impl EventBus {
         event: &E,
     ) -> Result<PublishAck, Error> {
         let (payload, headers) = encode(event);
-        self.send(topic.as_str().into(), payload, headers).await
+        self.send(topic.as_str(), payload, headers).await
     }
 
     /// Publishes already-encoded bytes on `topic`, which is validated first. `headers` are sent
@@ -152,7 +152,7 @@ impl EventBus {
         if headers.get(headers::MSG_ID).is_none() {
             headers.insert(headers::MSG_ID, new_message_id());
         }
-        self.send(topic.into(), payload.into(), headers).await
+        self.send(topic, payload.into(), headers).await
     }
 
     /// Publishes many events, keeping up to a window of publishes in flight instead of waiting
@@ -182,7 +182,7 @@ impl EventBus {
 
     async fn send(
         &self,
-        topic: Arc<str>,
+        topic: &str,
         payload: Bytes,
         headers: Headers,
     ) -> Result<PublishAck, Error> {

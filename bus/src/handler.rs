@@ -30,7 +30,7 @@ pub trait FromMessage: Sized + Send + 'static {
 impl<E: Event> FromMessage for E {
     const FULL_NAME: Option<&'static str> = Some(E::FULL_NAME);
     fn from_message(msg: &RawMessage) -> Result<Self, HandlerError> {
-        E::decode(msg.payload.clone()).map_err(|e| {
+        E::decode(&msg.payload[..]).map_err(|e| {
             HandlerError::new(
                 ErrorClass::Decode,
                 format!(

@@ -47,10 +47,8 @@ mod handler;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 pub mod memory;
-mod macro_support;
 mod message;
 pub mod middleware;
-mod state;
 pub mod registry;
 pub mod topic;
 #[cfg(feature = "testing")]
@@ -69,17 +67,10 @@ pub use crate::memory::MemoryBus;
 pub use crate::jetstream::JetStreamBus;
 pub use crate::message::{Delivery, Headers, RawMessage, headers};
 pub use crate::topic::Topic;
-pub use crate::state::State;
-pub use bus_macros::event_handler;
 
 /// Not public API: what generated code and macros refer to, through `::bus::__private`.
 #[doc(hidden)]
 pub mod __private {
-    // What `#[event_handler]` expansions name.
-    pub use crate::macro_support::{
-        HandlerEvent, HandlerResult, HandlerSpec, TopicOf, filter_is_valid, filter_within, topic_of,
-    };
-    pub use tracing::Level;
     pub use bytes::Bytes;
     pub use prost;
     // What `bus-build` generated code names.

@@ -17,7 +17,7 @@
 //! subscribers of the dead-letter subjects and also kept, the latest
 //! [`DEAD_LETTER_CAPACITY`] of them, for [`MemoryBus::dead_letters`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -33,6 +33,7 @@ use tokio_util::time::DelayQueue;
 use crate::consumer::{self, Resolved, Verdict};
 use crate::middleware::Pipeline;
 use crate::topic::{filter_matches, validate_filter};
+use crate::message::Meta;
 use crate::{Delivery, Error, EventBusConfig, Headers, PublishAck, RawMessage, Subscription};
 
 /// The largest payload accepted, as on a default NATS server (1 MiB).
@@ -41,23 +42,31 @@ pub const MAX_PAYLOAD: usize = 1024 * 1024;
 /// How many dead letters [`MemoryBus::dead_letters`] keeps.
 pub const DEAD_LETTER_CAPACITY: usize = 10_000;
 
-/// An event as stored: shared by every group it is delivered to.
-#[derive(Debug)]
+/// An event as stored; clones share the metadata and the payload bytes.
+#[derive(Clone, Debug)]
 struct Stored {
-    topic: Arc<str>,
+    meta: Arc<Meta>,
     payload: Bytes,
-    headers: Arc<Headers>,
-    sequence: u64,
-    published: SystemTime,
 }
 
 /// One (filter, group): one bounded queue shared by the group's members.
 struct Group {
     filter: String,
     name: Arc<str>,
-    tx: mpsc::Sender<Arc<Stored>>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Stored>>>>,
+    tx: mpsc::Sender<Stored>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Stored>>>,
 }
+
+/// Where a topic goes: resolved once per topic and cached until the subscriptions change.
+#[derive(Clone)]
+struct Route {
+    topic: Arc<str>,
+    captured: bool,
+    groups: Arc<[Arc<Group>]>,
+}
+
+/// Topics whose route is cached, at most; past it the cache starts over.
+const ROUTE_CACHE_CAPACITY: usize = 4096;
 
 /// A dead letter kept by the memory backend.
 #[derive(Clone, Debug)]
@@ -73,6 +82,7 @@ pub struct DeadLetter {
 struct Inner {
     config: EventBusConfig,
     groups: RwLock<Arc<[Arc<Group>]>>,
+    routes: RwLock<HashMap<Box<str>, Route>>,
     /// Serializes subscribe calls so two members of a new group find the same queue.
     subscribe_lock: Mutex<()>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
@@ -125,6 +135,7 @@ impl MemoryBus {
             inner: Arc::new(Inner {
                 config,
                 groups: RwLock::new(Arc::from(Vec::new())),
+                routes: RwLock::new(HashMap::new()),
                 subscribe_lock: Mutex::new(()),
                 dead_letters: Mutex::new(VecDeque::new()),
                 closed: AtomicBool::new(false),
@@ -147,7 +158,7 @@ impl MemoryBus {
 
     pub(crate) async fn publish(
         &self,
-        topic: Arc<str>,
+        topic: &str,
         payload: Bytes,
         headers: Headers,
     ) -> Result<PublishAck, Error> {
@@ -188,6 +199,7 @@ impl MemoryBus {
                     let mut next: Vec<_> = groups.iter().cloned().collect();
                     next.push(Arc::clone(&g));
                     *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = next.into();
+                    inner.routes.write().unwrap_or_else(|e| e.into_inner()).clear();
                     g
                 }
             }
@@ -216,6 +228,7 @@ impl MemoryBus {
         inner.tasks.close();
         inner.tasks.wait().await;
         *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(Vec::new());
+        inner.routes.write().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(())
     }
 
@@ -243,45 +256,68 @@ impl Inner {
         self.config.stream.subjects.iter().any(|s| check(s)) || check(&dlq)
     }
 
+    /// The route of `topic`, from the cache or resolved now.
+    fn route(&self, topic: &str) -> Route {
+        if let Some(route) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
+            return route.clone();
+        }
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let route = Route {
+            topic: topic.into(),
+            captured: self.captured(topic, false),
+            groups: groups
+                .iter()
+                .filter(|g| filter_matches(&g.filter, topic))
+                .cloned()
+                .collect(),
+        };
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if routes.len() >= ROUTE_CACHE_CAPACITY {
+            routes.clear();
+        }
+        routes.insert(topic.into(), route.clone());
+        route
+    }
+
     async fn publish(
         &self,
-        topic: Arc<str>,
+        topic: &str,
         payload: Bytes,
         headers: Headers,
     ) -> Result<PublishAck, Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        if !self.captured(&topic, false) {
+        let route = self.route(topic);
+        if !route.captured {
             return Err(Error::NoStream {
-                topic: topic.to_string(),
+                topic: topic.to_owned(),
             });
         }
         if payload.len() > MAX_PAYLOAD {
             return Err(Error::PayloadTooLarge {
-                topic: topic.to_string(),
+                topic: topic.to_owned(),
                 size: payload.len(),
                 max: MAX_PAYLOAD,
             });
         }
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let stored = Arc::new(Stored {
-            topic,
+        let stored = Stored {
+            meta: Arc::new(Meta {
+                topic: route.topic,
+                headers,
+                stream_sequence: sequence,
+                published: SystemTime::now(),
+            }),
             payload,
-            headers: Arc::new(headers),
-            sequence,
-            published: SystemTime::now(),
-        });
-        let groups = self
-            .groups
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for group in groups
-            .iter()
-            .filter(|g| filter_matches(&g.filter, &stored.topic))
-        {
-            match group.tx.try_send(Arc::clone(&stored)) {
+        };
+        for group in route.groups.iter() {
+            match group.tx.try_send(stored.clone()) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(msg)) => {
                     let wait = self.config.publish_timeout;
@@ -291,9 +327,9 @@ impl Inner {
                         Err(_) => {
                             return Err(Error::Timeout {
                                 what: format!(
-                                    "waiting for room in the queue of group `{}` on `{}` \
+                                    "waiting for room in the queue of group `{}` on `{topic}` \
                                      (its handlers are behind)",
-                                    group.name, stored.topic
+                                    group.name
                                 ),
                                 after: wait,
                             });
@@ -330,7 +366,7 @@ impl Inner {
             });
         }
         // Subscribers of the dead-letter subjects get it too; after close there are none.
-        if let Err(e) = self.publish(subject.into(), payload, headers).await
+        if let Err(e) = self.publish(&subject, payload, headers).await
             && !matches!(e, Error::Closed)
         {
             tracing::error!(error = %e, "dead letter kept but not delivered to its subscribers");
@@ -361,38 +397,32 @@ struct Member {
     settings: Resolved,
 }
 
+/// What a finished delivery leaves to do: nothing, or a redelivery after a delay.
+type Settled = Option<(Stored, u32, Duration)>;
+
 impl Member {
-    fn delivery(&self, stored: &Stored, attempt: u32) -> RawMessage {
-        RawMessage {
-            payload: stored.payload.clone(),
-            delivery: Delivery {
-                topic: Arc::clone(&stored.topic),
-                group: Arc::clone(&self.group.name),
-                headers: Arc::clone(&stored.headers),
-                attempt,
-                stream_sequence: stored.sequence,
-                published: stored.published,
-            },
+    fn delivery(&self, stored: &Stored, attempt: u32) -> Delivery {
+        Delivery {
+            meta: Arc::clone(&stored.meta),
+            group: Arc::clone(&self.group.name),
+            attempt,
         }
     }
 
-    async fn process(
-        &self,
-        stored: Arc<Stored>,
-        attempt: u32,
-    ) -> Option<(Arc<Stored>, u32, Duration)> {
-        let msg = self.delivery(&stored, attempt);
-        let delivery = msg.delivery.clone();
+    async fn process(&self, stored: Stored, attempt: u32) -> Settled {
+        let msg = RawMessage {
+            payload: stored.payload.clone(),
+            delivery: self.delivery(&stored, attempt),
+        };
         match consumer::run(&self.pipeline, msg, &self.settings).await {
             Verdict::Ack => None,
             Verdict::Redeliver(delay, e) => {
-                tracing::debug!(topic = %stored.topic, attempt, error = %e, ?delay, "redelivering");
+                tracing::debug!(topic = %stored.meta.topic, attempt, error = %e, ?delay, "redelivering");
                 Some((stored, attempt + 1, delay))
             }
             Verdict::DeadLetter(e) => {
-                self.bus
-                    .dead_letter(&delivery, stored.payload.clone(), &e)
-                    .await;
+                let delivery = self.delivery(&stored, attempt);
+                self.bus.dead_letter(&delivery, stored.payload, &e).await;
                 None
             }
         }
@@ -405,9 +435,11 @@ impl Member {
             ..
         } = self.settings;
         let shutdown = self.bus.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let mut running = FuturesUnordered::new();
-        let mut delayed: DelayQueue<(Arc<Stored>, u32)> = DelayQueue::new();
-        let mut ready: VecDeque<(Arc<Stored>, u32)> = VecDeque::new();
+        let mut delayed: DelayQueue<(Stored, u32)> = DelayQueue::new();
+        let mut ready: VecDeque<(Stored, u32)> = VecDeque::new();
         let mut pending = 0usize; // running + delayed + ready: delivered, not yet settled
         let mut batch = Vec::with_capacity(concurrency.min(64));
         let rx = Arc::clone(&self.group.rx);
@@ -417,16 +449,23 @@ impl Member {
                 let Some((stored, attempt)) = ready.pop_front() else {
                     break;
                 };
-                running.push(this.process(stored, attempt));
+                // Most handlers finish without waiting: settle those right here and only
+                // schedule the ones that are still pending.
+                let mut fut = Box::pin(this.process(stored, attempt));
+                match futures::poll!(fut.as_mut()) {
+                    std::task::Poll::Ready(settled) => {
+                        settle(settled, &mut delayed, &mut pending)
+                    }
+                    std::task::Poll::Pending => running.push(fut),
+                }
             }
             let room = (concurrency - running.len()).min(max_ack_pending - pending);
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
-                Some(done) = running.next(), if !running.is_empty() => match done {
-                    Some((stored, attempt, delay)) => { delayed.insert((stored, attempt), delay); }
-                    None => pending -= 1,
-                },
+                _ = &mut cancelled => break,
+                Some(settled) = running.next(), if !running.is_empty() => {
+                    settle(settled, &mut delayed, &mut pending);
+                }
                 Some(expired) = delayed.next(), if !delayed.is_empty() => {
                     ready.push_back(expired.into_inner());
                 }
@@ -438,6 +477,11 @@ impl Member {
                     }
                     pending += n;
                     ready.extend(batch.drain(..).map(|s| (s, 1)));
+                    if n < room {
+                        // The queue ran dry: give the publishers a moment before parking, so
+                        // the next wake-up brings a batch rather than a single message.
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
         }
@@ -461,6 +505,15 @@ impl Member {
                 "memory bus closed with redeliveries pending; they are discarded"
             );
         }
+    }
+}
+
+fn settle(settled: Settled, delayed: &mut DelayQueue<(Stored, u32)>, pending: &mut usize) {
+    match settled {
+        Some((stored, attempt, delay)) => {
+            delayed.insert((stored, attempt), delay);
+        }
+        None => *pending -= 1,
     }
 }
 

@@ -112,15 +112,21 @@ impl<N: Into<Text>, V: Into<Text>> FromIterator<(N, V)> for Headers {
     }
 }
 
+/// What a message carries besides its payload, shared by all its deliveries.
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub(crate) topic: Arc<str>,
+    pub(crate) headers: Headers,
+    pub(crate) stream_sequence: u64,
+    pub(crate) published: SystemTime,
+}
+
 /// Metadata of one delivery of a message to a subscription. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Delivery {
-    pub(crate) topic: Arc<str>,
+    pub(crate) meta: Arc<Meta>,
     pub(crate) group: Arc<str>,
-    pub(crate) headers: Arc<Headers>,
     pub(crate) attempt: u32,
-    pub(crate) stream_sequence: u64,
-    pub(crate) published: SystemTime,
 }
 
 impl Delivery {
@@ -133,19 +139,22 @@ impl Delivery {
         stream_sequence: u64,
         published: SystemTime,
     ) -> Self {
-        Delivery {
+        let meta = Meta {
             topic: topic.into(),
-            group: group.into(),
-            headers: headers.into(),
-            attempt,
+            headers: Arc::unwrap_or_clone(headers.into()),
             stream_sequence,
             published,
+        };
+        Delivery {
+            meta: Arc::new(meta),
+            group: group.into(),
+            attempt,
         }
     }
 
     /// The topic the event was published on.
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.meta.topic
     }
 
     /// The subscription group receiving it.
@@ -155,7 +164,7 @@ impl Delivery {
 
     /// The message headers.
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        &self.meta.headers
     }
 
     /// Which delivery this is, starting at 1; above 1 it is a redelivery.
@@ -165,22 +174,22 @@ impl Delivery {
 
     /// The message's sequence number in its stream.
     pub fn stream_sequence(&self) -> u64 {
-        self.stream_sequence
+        self.meta.stream_sequence
     }
 
     /// When the message was stored.
     pub fn published(&self) -> SystemTime {
-        self.published
+        self.meta.published
     }
 
     /// The event id (the `Nats-Msg-Id` header), if the publisher set one.
     pub fn event_id(&self) -> Option<&str> {
-        self.headers.get(headers::MSG_ID)
+        self.meta.headers.get(headers::MSG_ID)
     }
 
     /// The full protobuf type name (the `Bus-Event-Type` header), if the publisher set one.
     pub fn event_type(&self) -> Option<&str> {
-        self.headers.get(headers::EVENT_TYPE)
+        self.meta.headers.get(headers::EVENT_TYPE)
     }
 }
 
@@ -209,6 +218,6 @@ impl RawMessage {
 
     /// Decodes the payload as event `E`.
     pub fn decode<E: crate::Event>(&self) -> Result<E, prost::DecodeError> {
-        E::decode(self.payload.clone())
+        E::decode(&self.payload[..])
     }
 }
