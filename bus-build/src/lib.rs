@@ -199,7 +199,7 @@ impl Builder {
             rerun_if_changed(&compiler);
         }
 
-        let events = self.find_events(&compiler.descriptor_pool())?;
+        let events = self.find_events(&compiler.descriptor_pool(), &includes)?;
         let fds = compiler.file_descriptor_set();
 
         let mut config = self.prost.unwrap_or_default();
@@ -243,6 +243,7 @@ impl Builder {
     fn find_events(
         &self,
         pool: &prost_reflect::DescriptorPool,
+        includes: &[PathBuf],
     ) -> io::Result<BTreeMap<String, Vec<codegen::EventSpec>>> {
         let topic_option = pool.get_extension_by_name(TOPIC_OPTION);
         let mut events: BTreeMap<String, Vec<codegen::EventSpec>> = BTreeMap::new();
@@ -284,18 +285,19 @@ impl Builder {
                     };
                     errors.push(format!(
                         "{}: event `{}` has an invalid topic `{topic}` (from {origin}): {reason}",
-                        file.name(),
+                        source_path(file.name(), includes).display(),
                         message.full_name(),
                     ));
                     continue;
                 }
                 if let Some((other, other_file)) = by_topic.get(&topic) {
                     errors.push(format!(
-                        "events `{other}` ({other_file}) and `{}` ({}) both map to topic `{topic}`: \
+                        "events `{other}` ({}) and `{}` ({}) both map to topic `{topic}`: \
                          give one of them another topic with `option (bus.topic) = \"...\";` \
                          (import \"{OPTIONS_PROTO_NAME}\")",
+                        source_path(other_file, includes).display(),
                         message.full_name(),
-                        file.name(),
+                        source_path(file.name(), includes).display(),
                     ));
                     continue;
                 }
@@ -359,6 +361,15 @@ impl protox::file::FileResolver for OptionsResolver {
     }
 }
 
+/// Where the file imported as `name` is on disk, or `name` when it is not on disk.
+fn source_path(name: &str, includes: &[PathBuf]) -> PathBuf {
+    includes
+        .iter()
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// A protox error as `path:line:column: reason`, plus the label and help the error carries.
 fn describe(err: &protox::Error, includes: &[PathBuf]) -> String {
     use miette::Diagnostic;
@@ -376,12 +387,7 @@ fn describe(err: &protox::Error, includes: &[PathBuf]) -> String {
             ))
         });
     if let Some(name) = err.file() {
-        let path = includes
-            .iter()
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from(name));
-        let _ = write!(out, "{}", path.display());
+        let _ = write!(out, "{}", source_path(name, includes).display());
         if let Some((line, column, _)) = &location {
             let _ = write!(out, ":{line}:{column}");
         }
