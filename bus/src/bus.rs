@@ -189,7 +189,7 @@ impl EventBus {
         match &*self.backend {
             Backend::Memory(m) => m.publish(topic, payload, headers).await,
             #[cfg(feature = "jetstream")]
-            Backend::JetStream(j) => j.publish(&topic, payload, headers).await,
+            Backend::JetStream(j) => j.publish(topic, payload, headers).await,
         }
     }
 

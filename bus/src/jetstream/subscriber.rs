@@ -313,14 +313,14 @@ impl Member {
         }
         let raw = RawMessage {
             payload: msg.payload.clone(),
-            delivery: Delivery {
-                topic: Arc::from(msg.subject.as_str()),
-                group: Arc::clone(&self.group),
-                headers: Arc::new(headers),
+            delivery: Delivery::new(
+                msg.subject.as_str(),
+                Arc::clone(&self.group),
+                headers,
                 attempt,
-                stream_sequence: sequence,
+                sequence,
                 published,
-            },
+            ),
         };
         let delivery = raw.delivery.clone();
         let every = self.progress_every();

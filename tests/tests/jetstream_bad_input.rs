@@ -1,0 +1,380 @@
+//! JetStream bad input: each mistake gives its clear error, and nothing is lost or reset.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::config::Storage;
+use bus::testing::NatsServer;
+use bus::{Error, Event, EventBus, EventBusConfig, HandlerError, Headers, Subscription};
+use tests::Recorder;
+use tests::events::Ping;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(server: &NatsServer) -> EventBusConfig {
+    let mut c = server.bus_config();
+    c.consumer_name = "bad-input".into();
+    c
+}
+
+/// Raw JetStream API request against a server, for setting up streams behind the bus's back.
+async fn api(url: &str, subject: &str, body: serde_json::Value) -> serde_json::Value {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let reply: serde_json::Value = js.request(subject.to_owned(), &body).await.unwrap();
+    client.drain().await.unwrap();
+    reply
+}
+
+async fn stream_info(url: &str, name: &str) -> serde_json::Value {
+    let info = api(url, &format!("STREAM.INFO.{name}"), serde_json::json!({})).await;
+    assert!(info.get("error").is_none(), "{info}");
+    info
+}
+
+/// Subscribes a recorder of `Ping` sequence numbers.
+async fn record_pings(bus: &EventBus, name: &str) -> Arc<Recorder<u64>> {
+    let rec = Recorder::new();
+    let r = Arc::clone(&rec);
+    bus.subscribe(
+        Subscription::new(name, Ping::TOPIC).handler(move |e: Ping| {
+            r.push(e.seq);
+            async { Ok::<_, HandlerError>(()) }
+        }),
+    )
+    .await
+    .unwrap();
+    rec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_credentials_fail_at_connect() {
+    let server = NatsServer::builder().user("svc", "right").start().await;
+
+    let mut c = config(&server);
+    c.auth.user = Some("svc".into());
+    c.auth.password = Some("wrong".into());
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("authorization violation"), "{text}");
+    assert!(text.contains("auth"), "says what to check: {text}");
+    assert!(text.contains(&server.url()), "names the server: {text}");
+
+    let err = EventBus::connect(config(&server)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Connect { .. }),
+        "no credentials: {err}"
+    );
+
+    let mut c = config(&server);
+    c.auth.user = Some("svc".into());
+    c.auth.password = Some("right".into());
+    let bus = EventBus::connect(c)
+        .await
+        .expect("right credentials connect");
+    let rec = record_pings(&bus, "authed").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    rec.wait_for(1, WAIT).await;
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth() {
+    let server = NatsServer::builder().token("s3cret-token").start().await;
+    let mut c = config(&server);
+    c.auth.token = Some("not-it".into());
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(err.to_string().contains("authorization violation"), "{err}");
+    let mut c = config(&server);
+    c.auth.token = Some("s3cret-token".into());
+    let bus = EventBus::connect(c).await.expect("right token connects");
+    bus.publish(&Ping::new(1)).await.unwrap();
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_fails_at_connect() {
+    let port = bus::testing::free_port();
+    let c = EventBusConfig::jetstream([format!("nats://127.0.0.1:{port}")]);
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("no server reachable"), "{err}");
+    let c = EventBusConfig::jetstream(["nats://exa mple:4222"]);
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_no_stream_captures_is_an_error_and_nothing_is_lost() {
+    let server = NatsServer::start().await;
+    let bus = EventBus::connect(config(&server)).await.unwrap();
+    let rec = record_pings(&bus, "survivor").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    let err = bus
+        .publish_raw("billing.invoices.created", &b"x"[..], Headers::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoStream { .. }), "{err}");
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("billing.invoices.created") && text.contains("stream.subjects"),
+        "{text}"
+    );
+    let err = bus
+        .subscribe(
+            Subscription::raw("outside", "billing.>")
+                .unwrap()
+                .handler(|_: bus::RawMessage| async { Ok::<_, HandlerError>(()) }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoStream { .. }), "{err}");
+    // A filter wider than the stream's subjects is not captured either.
+    let err = bus
+        .subscribe(
+            Subscription::raw("too_wide", "cqc.>")
+                .unwrap()
+                .handler(|_: bus::RawMessage| async { Ok::<_, HandlerError>(()) }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoStream { .. }), "{err}");
+    bus.publish(&Ping::new(2)).await.unwrap();
+    rec.wait_for(2, WAIT).await;
+    assert_eq!(
+        rec.items().into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2])
+    );
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_over_the_server_max_is_refused_before_sending() {
+    let server = NatsServer::builder()
+        .config("max_payload: 4096\n")
+        .start()
+        .await;
+    let bus = EventBus::connect(config(&server)).await.unwrap();
+    let rec = record_pings(&bus, "sizes").await;
+    let mut big = Ping::new(1);
+    big.note = "x".repeat(5000);
+    let err = bus.publish(&big).await.unwrap_err();
+    match &err {
+        Error::PayloadTooLarge { size, max, topic } => {
+            assert_eq!(*max, 4096);
+            assert!(*size > 5000);
+            assert_eq!(topic, Ping::TOPIC.as_str());
+        }
+        other => panic!("expected PayloadTooLarge, got {other}"),
+    }
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("max_payload"), "{err}");
+    // A batch stops at the oversize event; the ones before it are stored.
+    let mut batch: Vec<Ping> = (2..5).map(Ping::new).collect();
+    batch.push(big.clone());
+    let err = bus.publish_batch(&batch).await.unwrap_err();
+    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err}");
+    let mut fits = Ping::new(5);
+    fits.note = "y".repeat(3000);
+    bus.publish(&fits).await.unwrap();
+    rec.wait_for(4, WAIT).await;
+    assert_eq!(
+        rec.items().into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([2, 3, 4, 5])
+    );
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_stream_with_other_settings_is_an_error_and_is_not_reset() {
+    let server = NatsServer::start().await;
+    let url = server.url();
+    // Someone made the stream in memory with a 1-minute duplicate window and another subject.
+    let created = api(
+        &url,
+        "STREAM.CREATE.CQC_EVENTS",
+        serde_json::json!({
+            "name": "CQC_EVENTS", "subjects": ["legacy.events.>"], "retention": "limits",
+            "storage": "memory", "num_replicas": 1, "duplicate_window": 60_000_000_000u64,
+        }),
+    )
+    .await;
+    assert!(created.get("error").is_none(), "{created}");
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    async_nats::jetstream::new(client.clone())
+        .publish("legacy.events.one", "kept".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let err = EventBus::connect(config(&server)).await.unwrap_err();
+    match &err {
+        Error::StreamMismatch {
+            stream,
+            setting,
+            existing,
+            configured,
+        } => {
+            assert_eq!(stream, "CQC_EVENTS");
+            assert_eq!(*setting, "stream.storage");
+            assert_eq!(existing, "memory");
+            assert_eq!(configured, "file");
+        }
+        other => panic!("expected StreamMismatch, got {other}"),
+    }
+    assert!(err.to_string().contains("never resets"), "{err}");
+
+    let mut c = config(&server);
+    c.stream.storage = Storage::Memory;
+    let err = EventBus::connect(c.clone()).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::StreamMismatch {
+                setting: "stream.duplicate_window",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("1m") && text.contains("2m"),
+        "names both values: {text}"
+    );
+
+    // With matching settings the bus adds its subjects and keeps everything else.
+    c.stream.duplicate_window = Duration::from_secs(60);
+    let bus = EventBus::connect(c)
+        .await
+        .expect("matching settings connect");
+    let info = stream_info(&url, "CQC_EVENTS").await;
+    let subjects: Vec<&str> = info["config"]["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["legacy.events.>", "cqc.events.v1.>"]);
+    assert_eq!(info["config"]["storage"], "memory");
+    assert_eq!(info["state"]["messages"], 1, "the stored message survived");
+    let rec = record_pings(&bus, "after_update").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    rec.wait_for(1, WAIT).await;
+    bus.close().await.unwrap();
+    client.drain().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_stream_with_other_retention_is_an_error() {
+    let server = NatsServer::start().await;
+    let created = api(
+        &server.url(),
+        "STREAM.CREATE.CQC_EVENTS_DLQ",
+        serde_json::json!({
+            "name": "CQC_EVENTS_DLQ", "subjects": ["dlq.>"], "retention": "workqueue",
+            "storage": "file", "num_replicas": 1,
+        }),
+    )
+    .await;
+    assert!(created.get("error").is_none(), "{created}");
+    let err = EventBus::connect(config(&server)).await.unwrap_err();
+    match &err {
+        Error::StreamMismatch {
+            stream,
+            setting,
+            existing,
+            ..
+        } => {
+            assert_eq!(stream, "CQC_EVENTS_DLQ");
+            assert_eq!(*setting, "retention");
+            assert_eq!(existing, "workqueue");
+        }
+        other => panic!("expected StreamMismatch, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_without_a_cluster_say_so() {
+    let server = NatsServer::start().await;
+    let mut c = config(&server);
+    c.stream.replicas = 3;
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(err.to_string().contains("stream.replicas"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_consumer_name_sources_are_errors_and_odd_ones_are_made_valid() {
+    let server = NatsServer::start().await;
+    let mut c = config(&server);
+    c.consumer_name = String::new();
+    let bus = EventBus::connect(c).await.unwrap();
+    let noop = |_: Ping| async { Ok::<_, HandlerError>(()) };
+
+    let err = bus
+        .subscribe(Subscription::new("", Ping::TOPIC).handler(noop))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.to_string().contains("group is empty"), "{err}");
+    let err = bus
+        .subscribe(
+            Subscription::new("h", Ping::TOPIC)
+                .group("line\nbreak")
+                .handler(noop),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("control characters"), "{err}");
+
+    // Dots, wildcards and spaces are replaced; the two groups still get their own consumers.
+    let dotted = record_pings_group(&bus, "team.billing *>").await;
+    let plain = record_pings_group(&bus, "team_billing___").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    dotted.wait_for(1, WAIT).await;
+    plain.wait_for(1, WAIT).await;
+    let names = consumer_names(&server.url(), "CQC_EVENTS").await;
+    assert_eq!(names.len(), 2, "{names:?}");
+    for n in &names {
+        assert!(n.starts_with("team_billing____"), "{n}");
+        assert!(!n.contains(['.', '*', '>', ' ']), "{n}");
+    }
+    bus.close().await.unwrap();
+}
+
+async fn record_pings_group(bus: &EventBus, group: &str) -> Arc<Recorder<u64>> {
+    let rec = Recorder::new();
+    let r = Arc::clone(&rec);
+    bus.subscribe(
+        Subscription::new("h", Ping::TOPIC)
+            .group(group)
+            .handler(move |e: Ping| {
+                r.push(e.seq);
+                async { Ok::<_, HandlerError>(()) }
+            }),
+    )
+    .await
+    .unwrap();
+    rec
+}
+
+async fn consumer_names(url: &str, stream: &str) -> Vec<String> {
+    let reply = api(
+        url,
+        &format!("CONSUMER.NAMES.{stream}"),
+        serde_json::json!({}),
+    )
+    .await;
+    let mut names: Vec<String> = reply["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
