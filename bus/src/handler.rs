@@ -220,6 +220,12 @@ impl std::fmt::Debug for Subscription {
 
 /// Anything [`EventBus::subscribe`](crate::EventBus::subscribe) accepts: a [`Subscription`], or
 /// what `#[event_handler]` generates.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be subscribed as it is",
+    label = "not a subscription",
+    note = "subscribe a `Subscription`, an `#[event_handler]` function by name, or, for an \
+            `#[event_handler]` that takes `State<T>`, `handler.with_state(state)`"
+)]
 pub trait IntoSubscription {
     /// Converts into a subscription.
     fn into_subscription(self) -> Subscription;

@@ -31,9 +31,9 @@ use tokio_util::task::TaskTracker;
 use tokio_util::time::DelayQueue;
 
 use crate::consumer::{self, Resolved, Verdict};
+use crate::message::Meta;
 use crate::middleware::Pipeline;
 use crate::topic::{filter_matches, validate_filter};
-use crate::message::Meta;
 use crate::{Delivery, Error, EventBusConfig, Headers, PublishAck, RawMessage, Subscription};
 
 /// The largest payload accepted, as on a default NATS server (1 MiB).
@@ -199,7 +199,11 @@ impl MemoryBus {
                     let mut next: Vec<_> = groups.iter().cloned().collect();
                     next.push(Arc::clone(&g));
                     *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = next.into();
-                    inner.routes.write().unwrap_or_else(|e| e.into_inner()).clear();
+                    inner
+                        .routes
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
                     g
                 }
             }
@@ -228,7 +232,11 @@ impl MemoryBus {
         inner.tasks.close();
         inner.tasks.wait().await;
         *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(Vec::new());
-        inner.routes.write().unwrap_or_else(|e| e.into_inner()).clear();
+        inner
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
 
@@ -266,7 +274,11 @@ impl Inner {
         {
             return route.clone();
         }
-        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let groups = self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let route = Route {
             topic: topic.into(),
             captured: self.captured(topic, false),
@@ -453,9 +465,7 @@ impl Member {
                 // schedule the ones that are still pending.
                 let mut fut = Box::pin(this.process(stored, attempt));
                 match futures::poll!(fut.as_mut()) {
-                    std::task::Poll::Ready(settled) => {
-                        settle(settled, &mut delayed, &mut pending)
-                    }
+                    std::task::Poll::Ready(settled) => settle(settled, &mut delayed, &mut pending),
                     std::task::Poll::Pending => running.push(fut),
                 }
             }

@@ -109,7 +109,9 @@ async fn raw_channel(events: &[BenchPrice]) -> Duration {
     });
     let start = Instant::now();
     for e in events {
-        tx.send(Bytes::from(e.encode_to_vec())).await.expect("consumer alive");
+        tx.send(Bytes::from(e.encode_to_vec()))
+            .await
+            .expect("consumer alive");
     }
     consumer.await.expect("consumer task");
     start.elapsed()
@@ -124,11 +126,13 @@ async fn bus_run(events: &[BenchPrice], groups: usize) -> Duration {
     for g in 0..groups {
         let d = Arc::clone(&done);
         bus.subscribe(
-            Subscription::new(format!("bench_{g}"), BenchPrice::TOPIC).handler(move |e: BenchPrice| {
-                std::hint::black_box(e);
-                d.hit();
-                std::future::ready(Ok::<_, HandlerError>(()))
-            }),
+            Subscription::new(format!("bench_{g}"), BenchPrice::TOPIC).handler(
+                move |e: BenchPrice| {
+                    std::hint::black_box(e);
+                    d.hit();
+                    std::future::ready(Ok::<_, HandlerError>(()))
+                },
+            ),
         )
         .await
         .expect("subscribe");

@@ -20,9 +20,14 @@ fn main() {
         .iter()
         .position(|a| a == "--events")
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| fail(&format!("--events {v}: not a number"))))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| fail(&format!("--events {v}: not a number")))
+        })
         .unwrap_or(1_000_000);
-    let suite = args.iter().find(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
+    let suite = args
+        .iter()
+        .find(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
