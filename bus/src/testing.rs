@@ -407,11 +407,9 @@ impl NatsCluster {
             let mut conf = String::new();
             let _ = write!(
                 conf,
-                "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\" }}\n\
+                "server_name: n{i}\nlisten: 127.0.0.1:{}\n\
                  cluster {{ name: bus-test, listen: 127.0.0.1:{}, routes: [{routes}] }}\n",
-                client_ports[i],
-                store.display(),
-                route_ports[i],
+                client_ports[i], route_ports[i],
             );
             let path = dir.path().join("server.conf");
             std::fs::write(&path, conf).expect("writing the node config");
@@ -446,20 +444,27 @@ impl NatsCluster {
                 )
             }));
         }
-        let cluster = NatsCluster { nodes };
+        let mut cluster = NatsCluster { nodes };
         cluster.wait_ready().await;
         cluster
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let probe = Probe {
             user: None,
             token: None,
             port_only: false,
         };
-        'nodes: for node in &self.nodes {
+        'nodes: for node in &mut self.nodes {
             while Instant::now() < deadline {
+                if !node.is_running() {
+                    panic!(
+                        "cluster node on port {} exited:\n{}",
+                        node.port,
+                        node.log_tail()
+                    );
+                }
                 if jetstream_ready(&node.url(), &probe).await {
                     continue 'nodes;
                 }
