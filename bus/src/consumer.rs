@@ -111,7 +111,7 @@ pub(crate) fn dead_letter_headers(delivery: &Delivery, error: &HandlerError) -> 
     h.insert(headers::DLQ_ERROR_CLASS, error.class().as_str());
     // Header values are single-line.
     let message: String = error
-        .to_string()
+        .message()
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(1024)

@@ -227,15 +227,23 @@ impl fmt::Debug for HandlerError {
     }
 }
 
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} error: {}", self.class, self.source)?;
+impl HandlerError {
+    /// The error's message with its causes (`a: b: c`), without the class.
+    pub fn message(&self) -> String {
+        let mut out = self.source.to_string();
         let mut cause = self.source.source();
         while let Some(c) = cause {
-            write!(f, ": {c}")?;
+            out.push_str(": ");
+            out.push_str(&c.to_string());
             cause = c.source();
         }
-        Ok(())
+        out
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} error: {}", self.class, self.message())
     }
 }
 

@@ -141,9 +141,6 @@ async fn bus_run(events: &[BenchPrice], groups: usize) -> Duration {
     for e in events {
         bus.publish(e).await.expect("publish");
     }
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        eprintln!("publish loop {:?}", start.elapsed());
-    }
     done.wait().await;
     let elapsed = start.elapsed();
     bus.close().await.expect("close");

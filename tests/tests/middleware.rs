@@ -158,7 +158,7 @@ async fn recovery_turns_a_panic_into_an_error_outer_layers_see() {
     assert_eq!(dead.len(), 1);
     assert_eq!(
         dead[0].headers.get(bus::headers::DLQ_ERROR).unwrap(),
-        "panic error: handler panicked: boom"
+        "handler panicked: boom"
     );
 }
 
