@@ -46,13 +46,15 @@ mod event;
 mod handler;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
+mod macro_support;
 pub mod memory;
 mod message;
 pub mod middleware;
 pub mod registry;
-pub mod topic;
+mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod topic;
 
 pub use crate::bus::{EventBus, Health, PublishAck};
 pub use crate::config::{BackendKind, EventBusConfig};
@@ -62,17 +64,25 @@ pub use crate::handler::{
     FromMessage, Handler, HandlerFn, HandlerFuture, IntoSubscription, SubscribeOptions,
     Subscription, SubscriptionBuilder,
 };
-pub use crate::memory::MemoryBus;
 #[cfg(feature = "jetstream")]
 pub use crate::jetstream::JetStreamBus;
+pub use crate::memory::MemoryBus;
 pub use crate::message::{Delivery, Headers, RawMessage, headers};
+pub use crate::state::State;
 pub use crate::topic::Topic;
+pub use bus_macros::event_handler;
 
 /// Not public API: what generated code and macros refer to, through `::bus::__private`.
 #[doc(hidden)]
 pub mod __private {
+    // What `#[event_handler]` expansions name.
+    pub use crate::macro_support::{
+        HandlerEvent, HandlerResult, HandlerSpec, TopicOf, filter_is_valid, filter_within,
+        subject_of, topic_of,
+    };
     pub use bytes::Bytes;
     pub use prost;
+    pub use tracing::Level;
     // What `bus-build` generated code names.
     pub use crate::registry::{DecodeError, EventDescriptor, Registry, from_message};
     pub use crate::{Event, FromMessage, HandlerError, RawMessage, Topic};
