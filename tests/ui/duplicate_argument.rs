@@ -1,0 +1,28 @@
+use bus::{event_handler, Event, HandlerError, Topic};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PriceUpdated {
+    #[prost(double, tag = "1")]
+    pub price: f64,
+}
+
+impl Event for PriceUpdated {
+    const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.price_updated");
+    const EVENT_TYPE: &'static str = "price_updated";
+    const FULL_NAME: &'static str = "cqc.events.v1.PriceUpdated";
+}
+
+// Each argument is given once.
+#[event_handler(timeout = "1s", metrics, timeout = "2s")]
+async fn on_price(event: PriceUpdated) -> Result<(), HandlerError> {
+    let _ = event;
+    Ok(())
+}
+
+#[event_handler(ordered, concurrency = 4)]
+async fn on_price_ordered(event: PriceUpdated) -> Result<(), HandlerError> {
+    let _ = event;
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,26 @@
+use bus::{event_handler, Event, HandlerError, Topic};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PriceUpdated {
+    #[prost(double, tag = "1")]
+    pub price: f64,
+}
+
+impl Event for PriceUpdated {
+    const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.price_updated");
+    const EVENT_TYPE: &'static str = "price_updated";
+    const FULL_NAME: &'static str = "cqc.events.v1.PriceUpdated";
+}
+
+// Durations are parsed at compile time.
+#[event_handler(
+    timeout = "5 parsecs",
+    retry(attempts = 3, initial_delay = "soon"),
+    backoff = ["1s", "tomorrow"]
+)]
+async fn on_price(event: PriceUpdated) -> Result<(), HandlerError> {
+    let _ = event;
+    Ok(())
+}
+
+fn main() {}

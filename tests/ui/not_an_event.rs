@@ -1,0 +1,26 @@
+use bus::{event_handler, Event, HandlerError, Topic};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PriceUpdated {
+    #[prost(double, tag = "1")]
+    pub price: f64,
+}
+
+impl Event for PriceUpdated {
+    const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.price_updated");
+    const EVENT_TYPE: &'static str = "price_updated";
+    const FULL_NAME: &'static str = "cqc.events.v1.PriceUpdated";
+}
+
+// The first argument must implement `bus::Event`.
+pub struct NotAnEvent {
+    pub price: f64,
+}
+
+#[event_handler]
+async fn on_price(event: NotAnEvent) -> Result<(), HandlerError> {
+    let _ = event.price;
+    Ok(())
+}
+
+fn main() {}
