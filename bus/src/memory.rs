@@ -508,11 +508,18 @@ impl Member {
                 "handlers still running at the drain timeout were cancelled"
             );
         }
-        let discarded = delayed.len() + ready.len();
+        let mut queued = 0;
+        if let Ok(mut rx) = rx.try_lock() {
+            while rx.try_recv().is_ok() {
+                queued += 1;
+            }
+        }
+        let discarded = delayed.len() + ready.len() + queued;
         if discarded > 0 {
             tracing::warn!(
                 group = %self.group.name, discarded,
-                "memory bus closed with redeliveries pending; they are discarded"
+                "memory bus closed with undelivered events or pending redeliveries; \
+                 they are discarded (the memory backend keeps nothing across close)"
             );
         }
     }
