@@ -10,26 +10,43 @@ use proc_macro::TokenStream;
 
 /// Turns an `async fn` into a typed subscription that `bus.subscribe(...)` accepts as is.
 ///
-/// ```text
+/// ```
+/// # #[derive(Clone, PartialEq, prost::Message)]
+/// # pub struct PriceUpdated { #[prost(double, tag = "1")] pub value: f64 }
+/// # impl bus::Event for PriceUpdated {
+/// #     const TOPIC: bus::Topic<Self> = bus::Topic::new("cqc.events.v1.price_updated");
+/// #     const EVENT_TYPE: &'static str = "price_updated";
+/// #     const FULL_NAME: &'static str = "cqc.events.v1.PriceUpdated";
+/// # }
+/// use std::sync::Mutex;
 /// use bus::{event_handler, EventBus, HandlerError, State};
+///
+/// #[derive(Default)]
+/// struct AppState {
+///     last_price: Mutex<f64>,
+/// }
 ///
 /// #[event_handler(group = "risk", retry(attempts = 3, initial_delay = "1s"), timeout = "30s",
 ///                 recovery, logging, metrics)]
 /// async fn on_price_updated(event: PriceUpdated, state: State<AppState>) -> Result<(), HandlerError> {
-///     state.quotes.update(&event).await?;
+///     *state.last_price.lock().unwrap() = event.value;
 ///     Ok(())
 /// }
 ///
 /// #[event_handler]
-/// async fn audit(event: PriceUpdated) -> Result<(), HandlerError> { Ok(()) }
+/// async fn audit(event: PriceUpdated) -> Result<(), HandlerError> {
+///     tracing::info!(value = event.value, "price seen");
+///     Ok(())
+/// }
 ///
-/// bus.subscribe(audit).await?;                                  // no state: the name itself
-/// bus.subscribe(on_price_updated.with_state(state.clone())).await?; // with its state
-/// bus.subscribe_all(bus::handlers![audit, on_price_updated.with_state(state)]).await?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), bus::Error> {
+/// let bus = EventBus::memory();
+/// let state = State::new(AppState::default());
+/// // No state: the name itself. With state: `.with_state(state)`. Or a list at once:
+/// bus.subscribe_all(bus::handlers![audit, on_price_updated.with_state(state.clone())]).await?;
+/// # bus.close().await?;
+/// # Ok(()) }
 /// ```
-///
-/// (Compiled and run as doctests of `bus::State` and `bus::handlers!`, and by the workspace's
-/// `tests/tests/macros_*.rs`.)
 ///
 /// # The function
 ///

@@ -217,7 +217,7 @@ impl HandlerSpec {
 ///     Ok(())
 /// }
 ///
-/// let count = State::new(Default::default());
+/// let count: State<std::sync::atomic::AtomicU64> = State::default();
 /// let bus = EventBus::memory();
 /// bus.subscribe_all(bus::handlers![log_ping, count_ping.with_state(count.clone())]).await?;
 /// # bus.close().await?;

@@ -38,8 +38,12 @@ use std::sync::Arc;
 /// let bus = EventBus::memory();
 /// bus.subscribe(count_items.with_state(stats.clone())).await?;
 /// bus.publish(&OrderShipped { items: 3 }).await?;
-/// bus.close().await?; // waits for the handler
+/// # for _ in 0..1000 {
+/// #     if stats.items.load(Ordering::Relaxed) == 3 { break }
+/// #     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+/// # }
 /// assert_eq!(stats.items.load(Ordering::Relaxed), 3);
+/// bus.close().await?;
 /// # Ok(()) }
 /// ```
 ///
