@@ -383,6 +383,7 @@ fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
              name a `Topic<{ty}>` constant for another topic of the same event"
         );
         consts = quote_spanned! {lit.span()=>
+            #(#cfgs)*
             const _: () = {
                 if !#krate::__private::filter_is_valid(#lit) {
                     ::core::panic!(#invalid)
@@ -445,18 +446,20 @@ fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
             async move { #convert }
         }
     };
-    // Spanned at the event type (a type that is not an `Event` is reported there) and, for a
-    // typed topic, at its path (a `Topic<Other>` is reported there).
+    // Spanned at the function's name (a future that is not `Send` is reported there); the
+    // event type in the turbofish keeps its own span (a type that is not an `Event` is reported
+    // there) and a typed topic's check is spanned at its path (a `Topic<Other>` is reported
+    // there).
     let build = match &config.topic {
         Some(TopicArg::Path(path)) => {
             let subject = quote_spanned! {path.span()=>
                 #krate::__private::subject_of::<#event_ty, _>(#path)
             };
-            quote_spanned! {event_ty.span()=>
+            quote_spanned! {ident.span()=>
                 #spec.filter(#subject).build::<#event_ty, _, _>(#handler)
             }
         }
-        _ => quote_spanned! {event_ty.span()=>
+        _ => quote_spanned! {ident.span()=>
             #spec.build::<#event_ty, _, _>(#handler)
         },
     };
@@ -634,6 +637,16 @@ mod tests {
                 "{item}: {errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn cfg_applies_to_every_generated_item() {
+        let out = expand_str(
+            "topic = \"cqc.events.v1.price.eu\"",
+            "#[cfg(feature = \"x\")] async fn h(e: Price) -> Result<(), E> { Ok(()) }",
+        );
+        // The struct, its impl (with the function), the subscription impl and the topic check.
+        assert_eq!(out.matches("# [cfg (feature = \"x\")]").count(), 5, "{out}");
     }
 
     #[test]
