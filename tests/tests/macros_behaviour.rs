@@ -211,7 +211,10 @@ fn swallow_panics(err: HandlerError, _delivery: &Delivery) -> Result<(), Handler
 }
 
 fn swallow_panics_unrecovered(err: HandlerError, _delivery: &Delivery) -> Result<(), HandlerError> {
-    UNRECOVERED.lock().unwrap().push(err.into_source().to_string());
+    UNRECOVERED
+        .lock()
+        .unwrap()
+        .push(err.into_source().to_string());
     Ok(())
 }
 
@@ -799,4 +802,45 @@ async fn a_renamed_runtime_crate_works() {
     bus.publish(&Tick { n: 0 }).await.unwrap();
     wait_until("the handler", || probe.calls() == 1).await;
     bus.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated CQC events: the typed topic constants of `bus-build` plug into `topic = ...`.
+
+#[event_handler(topic = cqc::events::v1::topics::PRICE_UPDATED, group = "cqc-prices")]
+async fn cqc_prices(
+    event: cqc::events::v1::PriceUpdated,
+    delivery: Delivery,
+    probe: State<Probe>,
+) -> Result<(), HandlerError> {
+    assert_eq!(delivery.event_type(), Some("cqc.events.v1.PriceUpdated"));
+    let price = event.price.unwrap_or_default();
+    probe.regions.lock().unwrap().push(price.market_id);
+    probe.calls.fetch_add(1, SeqCst);
+    Ok(())
+}
+
+#[tokio::test]
+async fn generated_cqc_events_and_topics_work() {
+    use cqc::events::v1::PriceUpdated;
+    use cqc::markets::v1::Price;
+
+    let probe = State::new(Probe::default());
+    let bus = memory_bus();
+    bus.subscribe(cqc_prices.with_state(probe.clone()))
+        .await
+        .unwrap();
+    let event = PriceUpdated {
+        event_id: "p-1".into(),
+        price: Some(Price {
+            market_id: "eth-usd".into(),
+            value: 3000.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    bus.publish(&event).await.unwrap();
+    wait_until("the price", || probe.calls() == 1).await;
+    bus.close().await.unwrap();
+    assert_eq!(*probe.regions.lock().unwrap(), ["eth-usd"]);
 }
