@@ -153,6 +153,8 @@ impl Subscription {
     ///
     /// `name` identifies the handler: the default group is the configured consumer name plus
     /// `name`, so keep it stable (on JetStream it names a durable consumer).
+    // It starts the builder that ends in a `Subscription`; `new` reads best at the call site.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new<E: Event>(name: impl Into<String>, topic: Topic<E>) -> SubscriptionBuilder<E> {
         SubscriptionBuilder::new(name.into(), topic.as_str().to_owned())
     }

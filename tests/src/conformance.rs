@@ -552,7 +552,7 @@ pub async fn ordered_mode_keeps_order(factory: &Factory) {
                 let r = Arc::clone(&r);
                 async move {
                     // Vary the handling time so any reordering would show.
-                    if e.seq % 7 == 0 {
+                    if e.seq.is_multiple_of(7) {
                         tokio::time::sleep(Duration::from_millis(3)).await;
                     }
                     r.push(e.seq);

@@ -110,7 +110,7 @@ async fn metrics_count_outcomes_and_record_durations() {
             .handler(move |e: Ping| {
                 d.push(e.seq);
                 async move {
-                    if e.seq % 2 == 0 {
+                    if e.seq.is_multiple_of(2) {
                         Err(HandlerError::permanent("even"))
                     } else {
                         Ok(())

@@ -23,8 +23,10 @@ use crate::{Delivery, HandlerError, RawMessage};
 /// ```
 #[derive(Clone)]
 pub struct ErrorHandler {
-    f: Arc<dyn Fn(HandlerError, &Delivery) -> Result<(), HandlerError> + Send + Sync>,
+    f: Arc<MapError>,
 }
+
+type MapError = dyn Fn(HandlerError, &Delivery) -> Result<(), HandlerError> + Send + Sync;
 
 impl ErrorHandler {
     /// An error handler from a function.
