@@ -514,7 +514,7 @@ async fn max_deliver_and_backoff_drive_redelivery() {
 
 #[event_handler(metrics, group = "metered", max_deliver = 1)]
 async fn metered(event: Tick) -> Result<(), HandlerError> {
-    if event.n % 2 == 0 {
+    if event.n.is_multiple_of(2) {
         return Err(HandlerError::permanent("even ticks are rejected"));
     }
     Ok(())
