@@ -11,7 +11,10 @@
 #               depends on `bus` too: the same dependency graph, so the difference is the code
 #               generation alone (bus-build itself, its extra code, compiling the generated impls)
 #   plain       the same without the `bus` dependency: what a bare prost crate costs (for scale)
-# Prints seconds per build, the median per variant, and the ratio bus-build / plain+bus.
+# Prints seconds per clean build and per rebuild of the crate alone (its dependencies built: build
+# script compile + run + lib, the median of 3), the medians per variant, and the ratios
+# bus-build / plain+bus. On a shared machine the clean-build figure swings by tens of percent
+# between runs; the crate-alone figure isolates what code generation adds.
 set -euo pipefail
 
 runs="${1:-2}"
@@ -73,7 +76,8 @@ for v in bus-build plain+bus plain; do
   (cd "$tmp/$v" && cargo fetch -q)
 done
 
-declare -A times
+declare -A times crate
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 build() { # variant, run
   local dir="$tmp/$1" target="$tmp/target-$1-$2"
   local start end
@@ -83,7 +87,18 @@ build() { # variant, run
   local secs
   secs=$(echo "$end - $start" | bc)
   times[$1]="${times[$1]:-} $secs"
-  printf '%-10s run %d: %7.1f s\n' "$1" "$2" "$secs"
+  # The crate alone, dependencies already built: build script compile + run + the lib, 3 times.
+  local own=""
+  for _ in 1 2 3; do
+    (cd "$dir" && CARGO_TARGET_DIR="$target" cargo clean -q -p cqc)
+    start=$(date +%s.%N)
+    (cd "$dir" && CARGO_TARGET_DIR="$target" cargo build -q --offline)
+    end=$(date +%s.%N)
+    own="$own $(echo "$end - $start" | bc)"
+  done
+  own=$(echo "$own" | median)
+  crate[$1]="${crate[$1]:-} $own"
+  printf '%-10s run %d: clean build %7.1f s, crate alone %6.1f s\n' "$1" "$2" "$secs" "$own"
   rm -rf "$target"
 }
 
@@ -94,9 +109,13 @@ for run in $(seq 1 "$runs"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 bb=$(echo "${times[bus-build]}" | median)
 pb=$(echo "${times[plain+bus]}" | median)
 p=$(echo "${times[plain]}" | median)
 printf 'median: bus-build %.1f s, plain+bus %.1f s, plain %.1f s\n' "$bb" "$pb" "$p"
-printf 'ratio bus-build / plain+bus: %.3f (target <= 1.15)\n' "$(echo "$bb / $pb" | bc -l)"
+printf 'ratio bus-build / plain+bus (clean build): %.3f (target <= 1.15)\n' "$(echo "$bb / $pb" | bc -l)"
+cb=$(echo "${crate[bus-build]}" | median)
+cpb=$(echo "${crate[plain+bus]}" | median)
+cp=$(echo "${crate[plain]}" | median)
+printf 'crate alone, median: bus-build %.1f s, plain+bus %.1f s, plain %.1f s\n' "$cb" "$cpb" "$cp"
+printf 'ratio bus-build / plain+bus (crate alone): %.3f\n' "$(echo "$cb / $cpb" | bc -l)"

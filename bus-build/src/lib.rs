@@ -311,6 +311,40 @@ impl Builder {
                     .push(codegen::EventSpec::new(&message, topic));
             }
         }
+        // The names bus-build adds to a package with events must not clash with prost's.
+        for file in pool.files() {
+            if !events.contains_key(file.package_name()) {
+                continue;
+            }
+            // `AnyEvent` is a type; `topics` is a module, which prost also generates for a
+            // message `Topics` with nested types.
+            let types = file.messages().map(|m| {
+                let nested =
+                    m.child_messages().next().is_some() || m.child_enums().next().is_some();
+                (
+                    m.full_name().to_owned(),
+                    naming::rust_type_name(m.name()),
+                    nested,
+                )
+            });
+            let enums = file.enums().map(|e| {
+                (
+                    e.full_name().to_owned(),
+                    naming::rust_type_name(e.name()),
+                    false,
+                )
+            });
+            for (full_name, rust_name, nested) in types.chain(enums) {
+                if rust_name == "AnyEvent" || (rust_name == "Topics" && nested) {
+                    errors.push(format!(
+                        "{}: `{full_name}` clashes with the `AnyEvent` enum or `topics` module \
+                         that bus-build generates for package `{}`: rename it",
+                        source_path(file.name(), includes).display(),
+                        file.package_name(),
+                    ));
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(events)
         } else {

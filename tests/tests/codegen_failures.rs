@@ -163,3 +163,18 @@ fn an_unknown_type_gives_file_line_and_reason() {
     assert!(err.contains("events.proto:4:3"), "{err}");
     assert!(err.contains("Missing"), "{err}");
 }
+
+#[test]
+fn a_name_that_clashes_with_generated_items_is_rejected() {
+    let err = build_err(
+        &[(
+            "acme/events/v1/events.proto",
+            "syntax = \"proto3\";\npackage acme.events.v1;\nmessage AnyEvent { string id = 1; }\n",
+        )],
+        |b| b,
+    );
+    assert!(
+        err.contains("acme.events.v1.AnyEvent") && err.contains("rename it"),
+        "{err}"
+    );
+}
