@@ -201,7 +201,12 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
     } else if lookahead.peek(kw::group) {
         let key = key::<kw::group>(input)?;
         eq(input, "group", "`group = \"risk\"`")?;
-        let lit: LitStr = input.parse()?;
+        let lit: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected the group as a string literal: `group = \"risk\"`",
+            )
+        })?;
         if let Some(reason) = subject::group_error(&lit.value()) {
             return Err(syn::Error::new(
                 lit.span(),
@@ -233,7 +238,7 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
         }
         (key, ArgValue::Timeout(d))
     } else if lookahead.peek(kw::recovery) {
-        (key::<kw::recovery>(input)?, ArgValue::Recovery)
+        (flag::<kw::recovery>(input)?, ArgValue::Recovery)
     } else if lookahead.peek(kw::logging) {
         let key = key::<kw::logging>(input)?;
         let level = match delimited(input, Delimiter::Parenthesis) {
@@ -242,7 +247,7 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
         };
         (key, ArgValue::Logging(level))
     } else if lookahead.peek(kw::metrics) {
-        (key::<kw::metrics>(input)?, ArgValue::Metrics)
+        (flag::<kw::metrics>(input)?, ArgValue::Metrics)
     } else if lookahead.peek(kw::error_handler) {
         let key = key::<kw::error_handler>(input)?;
         eq(input, "error_handler", "`error_handler = my_error_handler`")?;
@@ -256,7 +261,7 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
         )?;
         (key, ArgValue::Concurrency(n))
     } else if lookahead.peek(kw::ordered) {
-        (key::<kw::ordered>(input)?, ArgValue::Ordered)
+        (flag::<kw::ordered>(input)?, ArgValue::Ordered)
     } else if lookahead.peek(kw::max_deliver) {
         let key = key::<kw::max_deliver>(input)?;
         eq(input, "max_deliver", "`max_deliver = 5`")?;
@@ -309,6 +314,18 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
 fn key<K: syn::parse::Parse>(input: ParseStream<'_>) -> syn::Result<Ident> {
     let ident = input.fork().call(Ident::parse_any)?;
     input.parse::<K>()?;
+    Ok(ident)
+}
+
+/// Parses a flag (an argument without a value), rejecting `flag = ..` and `flag(..)`.
+fn flag<K: syn::parse::Parse>(input: ParseStream<'_>) -> syn::Result<Ident> {
+    let ident = key::<K>(input)?;
+    if input.peek(Token![=]) || input.peek(syn::token::Paren) {
+        return Err(syn::Error::new(
+            ident.span(),
+            format!("`{ident}` takes no value: write `{ident}` alone, or leave it out"),
+        ));
+    }
     Ok(ident)
 }
 
