@@ -612,6 +612,11 @@ mod tests {
             stream_name: "a.b".into(),
             ..EventBusConfig::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("stream name"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("stream name")
+        );
     }
 }
