@@ -61,6 +61,12 @@ fn main() {
     let pick = |i: u64, v: &[&'static str]| v[i as usize % v.len()];
 
     println!("codegen micro-benchmark, {iterations} iterations per row");
+    println!(
+        "size_of: AnyEvent {} bytes, PositionChanged {} bytes, RiskAlert {} bytes",
+        std::mem::size_of::<AnyEvent>(),
+        std::mem::size_of::<cqc::events::v1::PositionChanged>(),
+        std::mem::size_of::<RiskAlert>()
+    );
     let by_topic = measure(iterations, |i| {
         black_box(REGISTRY.by_topic(black_box(pick(i, &topics))));
     });
