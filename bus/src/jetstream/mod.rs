@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     config: EventBusConfig,
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
+    /// For publishes: the same connection, with the attempt timeout for acks.
+    publisher: async_nats::jetstream::Context,
     /// (stream name, subjects it captures on the server): events stream, then dead letters.
     streams: Vec<(String, Vec<String>)>,
     /// Every subject of `streams`.
@@ -121,6 +123,9 @@ impl JetStreamBus {
         let js = async_nats::jetstream::ContextBuilder::new()
             .timeout(timeout)
             .build(client.clone());
+        let publisher = async_nats::jetstream::ContextBuilder::new()
+            .timeout(Inner::attempt_timeout(&config))
+            .build(client.clone());
         let captured_all = streams::ensure_streams(&js, &config).await?;
         let events_subjects: Vec<String> = captured_all
             .iter()
@@ -140,6 +145,7 @@ impl JetStreamBus {
                 config,
                 client,
                 js,
+                publisher,
                 streams,
                 captured: captured_all,
                 closed: AtomicBool::new(false),
@@ -215,6 +221,7 @@ impl JetStreamBus {
             consumer,
             config,
             group: group.into(),
+            fixed_topic: (!sub.filter.contains(['*', '>'])).then(|| Arc::from(sub.filter.as_str())),
             pipeline: sub.pipeline,
             settings,
         };

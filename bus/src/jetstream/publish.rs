@@ -54,7 +54,7 @@ impl Inner {
     }
 
     fn check_size(&self, topic: &str, payload: &Bytes) -> Result<(), Error> {
-        let max = self.client.server_info().max_payload;
+        let max = self.client.max_payload();
         if max > 0 && payload.len() > max {
             return Err(Error::PayloadTooLarge {
                 topic: topic.to_owned(),
@@ -70,8 +70,10 @@ impl Inner {
         self.captured.iter().any(|s| covers(s, subject))
     }
 
-    fn attempt_timeout(&self) -> Duration {
-        (self.config.publish_timeout / 3).max(Duration::from_millis(500))
+    /// How long one publish attempt waits for its acknowledgement (the timeout of the
+    /// publishing context), before it is retried with the same message id.
+    pub(crate) fn attempt_timeout(config: &crate::EventBusConfig) -> Duration {
+        (config.publish_timeout / 3).max(Duration::from_millis(500))
     }
 
     /// Publishes one message and waits for its acknowledgement, retrying transient failures with
@@ -122,12 +124,17 @@ impl Inner {
             }
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let wait = remaining.min(self.attempt_timeout());
+            let wait = remaining.min(Self::attempt_timeout(&self.config));
+            // The publishing context bounds sending and the ack by the attempt timeout; the
+            // outer timeout only cuts the last attempt at the deadline.
             let attempt = async {
                 let message = PublishMessage::build()
                     .payload(payload.clone())
                     .headers(header_map(headers));
-                self.js.send_publish(topic.to_owned(), message).await?.await
+                self.publisher
+                    .send_publish(topic.to_owned(), message)
+                    .await?
+                    .await
             };
             match tokio::time::timeout(wait, attempt).await {
                 Ok(Ok(ack)) => return Ok(to_ack(&ack)),
@@ -168,7 +175,7 @@ impl Inner {
             PublishErrorKind::MaxPayloadExceeded => Failure::Fatal(Error::PayloadTooLarge {
                 topic: topic.to_owned(),
                 size,
-                max: self.client.server_info().max_payload,
+                max: self.client.max_payload(),
             }),
             PublishErrorKind::TimedOut
             | PublishErrorKind::BrokenPipe
@@ -226,16 +233,13 @@ impl Inner {
                 .payload(payload.clone())
                 .headers(header_map(&headers));
             // Send now, in order; only the acknowledgements are awaited concurrently.
-            let sent = self.js.send_publish(topic.clone(), message).await;
-            let wait = self.attempt_timeout();
+            let sent = self.publisher.send_publish(topic.clone(), message).await;
             inflight.push(async move {
+                // The ack future times out by itself after the attempt timeout.
                 let first = match sent {
-                    Ok(ack) => match tokio::time::timeout(wait, ack).await {
-                        Ok(r) => r.map_err(|e| self.classify(&topic, payload.len(), &e)),
-                        Err(_) => Err(Failure::Transient(format!(
-                            "no acknowledgement within {wait:?}"
-                        ))),
-                    },
+                    Ok(ack) => ack
+                        .await
+                        .map_err(|e| self.classify(&topic, payload.len(), &e)),
                     Err(e) => Err(self.classify(&topic, payload.len(), &e)),
                 };
                 let result = match first {

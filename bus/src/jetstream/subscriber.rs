@@ -157,6 +157,8 @@ pub(crate) struct Member {
     pub(crate) consumer: PullConsumer,
     pub(crate) config: pull::Config,
     pub(crate) group: Arc<str>,
+    /// The filter, when it has no wildcard: every message's topic, shared instead of copied.
+    pub(crate) fixed_topic: Option<Arc<str>>,
     pub(crate) pipeline: Pipeline,
     pub(crate) settings: Resolved,
 }
@@ -205,10 +207,12 @@ impl Member {
         let mut opening: Option<Opening> = Some(self.open(Some(self.consumer.clone())));
         let mut retry = Box::pin(tokio::time::sleep(Duration::ZERO));
         let mut failures = 0u32;
+        // Made once: a fresh `cancelled()` per iteration would lock the token each time.
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 Some(()) = running.next(), if !running.is_empty() => {}
                 opened = async { opening.as_mut().expect("guarded").await }, if opening.is_some() => {
                     opening = None;
@@ -235,7 +239,21 @@ impl Member {
                     if messages.is_some() && running.len() < concurrency =>
                 {
                     match item {
-                        Some(Ok(msg)) => running.push(self.process(msg)),
+                        Some(Ok(msg)) => {
+                            running.push(self.process(msg));
+                            // Take what is already buffered without another trip round the loop.
+                            while running.len() < concurrency {
+                                let Some(m) = messages.as_mut() else { break };
+                                match m.next().now_or_never() {
+                                    Some(Some(Ok(msg))) => running.push(self.process(msg)),
+                                    Some(Some(Err(e))) => {
+                                        tracing::debug!(group = %self.group, error = %e, "pull error");
+                                        break;
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        }
                         Some(Err(e)) => match e.kind() {
                             MessagesErrorKind::MissingHeartbeat => {
                                 tracing::debug!(group = %self.group, "pull heartbeat missed; waiting for the server");
@@ -301,7 +319,7 @@ impl Member {
                 return;
             }
         };
-        let mut headers = Headers::new();
+        let mut headers = Headers::with_capacity(msg.headers.as_ref().map_or(0, |h| h.len()));
         if let Some(map) = &msg.headers {
             for (name, values) in map.iter() {
                 let name: &str = name.as_ref();
@@ -314,7 +332,10 @@ impl Member {
         let raw = RawMessage {
             payload: msg.payload.clone(),
             delivery: Delivery::new(
-                msg.subject.as_str(),
+                match &self.fixed_topic {
+                    Some(t) if **t == *msg.subject.as_str() => Arc::clone(t),
+                    _ => Arc::from(msg.subject.as_str()),
+                },
                 Arc::clone(&self.group),
                 headers,
                 attempt,
@@ -405,6 +426,10 @@ fn reopen_delay(failures: u32) -> Duration {
 /// Runs `fut`, telling the server every `every` that the message is still being worked on.
 async fn with_progress<F: Future>(msg: &Message, every: Duration, fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
+    // Most handlers finish on their first poll: no timer for them.
+    if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+        return out;
+    }
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
