@@ -167,11 +167,7 @@ impl EventBus {
         let events = events.into_iter();
         #[cfg(feature = "jetstream")]
         if let Backend::JetStream(j) = &*self.backend {
-            let items = events.map(|e| {
-                let (payload, headers) = encode(e);
-                (E::TOPIC.as_str().to_owned(), payload, headers)
-            });
-            return j.publish_batch(items).await;
+            return j.publish_batch(E::TOPIC.as_str(), events.map(encode)).await;
         }
         let mut acks = Vec::with_capacity(events.size_hint().0);
         for event in events {

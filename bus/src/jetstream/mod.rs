@@ -182,9 +182,10 @@ impl JetStreamBus {
 
     pub(crate) async fn publish_batch(
         &self,
-        items: impl Iterator<Item = (String, Bytes, Headers)>,
+        topic: &str,
+        items: impl Iterator<Item = (Bytes, Headers)>,
     ) -> Result<Vec<PublishAck>, Error> {
-        self.inner.publish_batch(items).await
+        self.inner.publish_batch(topic, items).await
     }
 
     pub(crate) async fn subscribe(&self, sub: Subscription) -> Result<(), Error> {

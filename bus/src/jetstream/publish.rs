@@ -10,8 +10,8 @@ use async_nats::connection::State;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::Inner;
@@ -205,61 +205,71 @@ impl Inner {
         self.drained.load(Ordering::Acquire)
     }
 
-    /// Publishes many messages with up to [`BATCH_WINDOW`] acknowledgements in flight. Stops at
-    /// the first error after waiting for the ones in flight; returns the acks in input order.
+    /// Publishes many messages on `topic` with up to [`BATCH_WINDOW`] acknowledgements in
+    /// flight. Stops at the first error after waiting for the ones in flight; returns the acks
+    /// in input order.
+    ///
+    /// Only the bare ack futures are in flight (as a raw client would keep them); what a retry
+    /// needs (payload, headers, deadline) waits in a slot, reused once the ack is in.
     pub(crate) async fn publish_batch(
         &self,
-        items: impl Iterator<Item = (String, Bytes, Headers)>,
+        topic: &str,
+        items: impl Iterator<Item = (Bytes, Headers)>,
     ) -> Result<Vec<PublishAck>, Error> {
-        let mut acks: Vec<Option<PublishAck>> = Vec::with_capacity(items.size_hint().0);
+        let mut batch = Batch {
+            acks: Vec::with_capacity(items.size_hint().0),
+            slots: Vec::new(),
+            free: Vec::new(),
+            first_error: None,
+        };
         let mut inflight = FuturesUnordered::new();
-        let mut first_error: Option<(usize, Error)> = None;
-        for (i, (topic, payload, headers)) in items.enumerate() {
-            acks.push(None);
-            if let Err(e) = self.check_publish(&topic, &payload) {
-                settle((i, Err(e)), &mut acks, &mut first_error);
+        for (i, (payload, headers)) in items.enumerate() {
+            batch.acks.push(None);
+            if let Err(e) = self.check_publish(topic, &payload) {
+                settle((i, Err(e)), &mut batch.acks, &mut batch.first_error);
                 break;
             }
             while inflight.len() >= BATCH_WINDOW {
                 if let Some(done) = inflight.next().await {
-                    settle(done, &mut acks, &mut first_error);
+                    self.finish(topic, done, &mut batch).await;
                 }
             }
-            if first_error.is_some() {
+            if batch.first_error.is_some() {
                 break;
             }
-            let deadline = Instant::now() + self.config.publish_timeout;
             let message = PublishMessage::build()
                 .payload(payload.clone())
                 .headers(header_map(&headers));
             // Send now, in order; only the acknowledgements are awaited concurrently.
-            let sent = self.publisher.send_publish(topic.clone(), message).await;
-            inflight.push(async move {
-                // The ack future times out by itself after the attempt timeout.
-                let first = match sent {
-                    Ok(ack) => ack
-                        .await
-                        .map_err(|e| self.classify(&topic, payload.len(), &e)),
-                    Err(e) => Err(self.classify(&topic, payload.len(), &e)),
-                };
-                let result = match first {
-                    Ok(ack) => Ok(to_ack(&ack)),
-                    Err(Failure::Fatal(e)) => Err(e),
-                    Err(Failure::Transient(why)) => {
-                        self.publish_until(&topic, payload, &headers, deadline, Some(why))
-                            .await
-                    }
-                };
-                (i, result)
+            let sent = self.publisher.send_publish(topic.to_owned(), message).await;
+            let slot = batch.free.pop().unwrap_or_else(|| {
+                batch.slots.push(None);
+                batch.slots.len() - 1
             });
+            batch.slots[slot] = Some(Retry {
+                index: i,
+                payload,
+                headers,
+                deadline: Instant::now() + self.config.publish_timeout,
+            });
+            match sent {
+                // The ack future times out by itself after the attempt timeout.
+                Ok(ack) => {
+                    inflight
+                        .push(std::future::IntoFuture::into_future(ack).map(move |r| (slot, r)));
+                }
+                Err(e) => self.finish(topic, (slot, Err(e)), &mut batch).await,
+            }
         }
         while let Some(done) = inflight.next().await {
-            settle(done, &mut acks, &mut first_error);
+            self.finish(topic, done, &mut batch).await;
         }
-        if let Some((_, e)) = first_error {
+        if let Some((_, e)) = batch.first_error {
             return Err(e);
         }
-        acks.into_iter()
+        batch
+            .acks
+            .into_iter()
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::Backend {
                 context: "batch publish".into(),
@@ -267,6 +277,52 @@ impl Inner {
                 source: "a publish of the batch was not settled".into(),
             })
     }
+
+    /// Settles one publish of a batch; a transient failure is retried here, with its id.
+    async fn finish(
+        &self,
+        topic: &str,
+        (slot, result): (
+            usize,
+            Result<async_nats::jetstream::publish::PublishAck, PublishError>,
+        ),
+        batch: &mut Batch,
+    ) {
+        let Some(p) = batch.slots[slot].take() else {
+            return;
+        };
+        batch.free.push(slot);
+        let result = match result {
+            Ok(ack) => Ok(to_ack(&ack)),
+            Err(e) => match self.classify(topic, p.payload.len(), &e) {
+                Failure::Fatal(e) => Err(e),
+                Failure::Transient(why) => {
+                    self.publish_until(topic, p.payload, &p.headers, p.deadline, Some(why))
+                        .await
+                }
+            },
+        };
+        settle((p.index, result), &mut batch.acks, &mut batch.first_error);
+    }
+}
+
+/// What a batch publish keeps while acks are in flight.
+struct Batch {
+    acks: Vec<Option<PublishAck>>,
+    /// What a retry of each in-flight publish needs, by slot.
+    slots: Vec<Option<Retry>>,
+    /// Slots free for reuse.
+    free: Vec<usize>,
+    /// The earliest failed publish and its error.
+    first_error: Option<(usize, Error)>,
+}
+
+/// One in-flight publish of a batch, kept for a retry with the same headers (and message id).
+struct Retry {
+    index: usize,
+    payload: Bytes,
+    headers: Headers,
+    deadline: Instant,
 }
 
 /// Records the outcome of publish `i`, keeping the error of the earliest failed one.

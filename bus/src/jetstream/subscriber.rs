@@ -240,12 +240,16 @@ impl Member {
                 {
                     match item {
                         Some(Ok(msg)) => {
-                            running.push(self.process(msg));
+                            let fut = Box::pin(self.process(msg));
+                            start(&mut running, fut).await;
                             // Take what is already buffered without another trip round the loop.
                             while running.len() < concurrency {
                                 let Some(m) = messages.as_mut() else { break };
                                 match m.next().now_or_never() {
-                                    Some(Some(Ok(msg))) => running.push(self.process(msg)),
+                                    Some(Some(Ok(msg))) => {
+                                        let fut = Box::pin(self.process(msg));
+                                        start(&mut running, fut).await;
+                                    }
                                     Some(Some(Err(e))) => {
                                         tracing::debug!(group = %self.group, error = %e, "pull error");
                                         break;
@@ -415,6 +419,17 @@ impl Member {
                 }
             }
         }
+    }
+}
+
+/// Polls a delivery once; only one that is still running joins the set. Most deliveries (a
+/// quick handler, then an ack queued on the connection) finish here, without a task of their own.
+async fn start<F: Future<Output = ()>>(
+    running: &mut FuturesUnordered<Pin<Box<F>>>,
+    mut fut: Pin<Box<F>>,
+) {
+    if futures::poll!(fut.as_mut()).is_pending() {
+        running.push(fut);
     }
 }
 
