@@ -68,6 +68,7 @@ enum Backend {
 #[derive(Clone, Debug)]
 pub struct EventBus {
     backend: Arc<Backend>,
+    trace_context: bool,
 }
 
 impl EventBus {
@@ -136,7 +137,7 @@ impl EventBus {
         topic: Topic<E>,
         event: &E,
     ) -> Result<PublishAck, Error> {
-        let (payload, headers) = encode(event);
+        let (payload, headers) = self.encode(event);
         self.send(topic.as_str(), payload, headers).await
     }
 
@@ -151,6 +152,9 @@ impl EventBus {
         crate::topic::validate_topic(topic)?;
         if headers.get(headers::MSG_ID).is_none() {
             headers.insert(headers::MSG_ID, new_message_id());
+        }
+        if self.trace_context && headers.get(headers::TRACEPARENT).is_none() {
+            headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
         }
         self.send(topic, payload.into(), headers).await
     }
@@ -167,13 +171,24 @@ impl EventBus {
         let events = events.into_iter();
         #[cfg(feature = "jetstream")]
         if let Backend::JetStream(j) = &*self.backend {
-            return j.publish_batch(E::TOPIC.as_str(), events.map(encode)).await;
+            return j
+                .publish_batch(E::TOPIC.as_str(), events.map(|e| self.encode(e)))
+                .await;
         }
         let mut acks = Vec::with_capacity(events.size_hint().0);
         for event in events {
             acks.push(self.publish(event).await?);
         }
         Ok(acks)
+    }
+
+    /// Encodes an event with its headers, plus `traceparent` when trace context is on.
+    fn encode<E: Event>(&self, event: &E) -> (Bytes, Headers) {
+        let (payload, mut headers) = encode(event);
+        if self.trace_context {
+            headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
+        }
+        (payload, headers)
     }
 
     async fn send(
@@ -237,6 +252,7 @@ impl EventBus {
 impl From<crate::jetstream::JetStreamBus> for EventBus {
     fn from(j: crate::jetstream::JetStreamBus) -> Self {
         EventBus {
+            trace_context: j.config().trace_context,
             backend: Arc::new(Backend::JetStream(j)),
         }
     }
@@ -245,6 +261,7 @@ impl From<crate::jetstream::JetStreamBus> for EventBus {
 impl From<MemoryBus> for EventBus {
     fn from(m: MemoryBus) -> Self {
         EventBus {
+            trace_context: m.config().trace_context,
             backend: Arc::new(Backend::Memory(m)),
         }
     }
@@ -253,7 +270,7 @@ impl From<MemoryBus> for EventBus {
 /// Encodes an event with its standard headers: message id and type name.
 pub(crate) fn encode<E: Event>(event: &E) -> (Bytes, Headers) {
     let payload = Bytes::from(event.encode_to_vec());
-    let mut h = Headers::with_capacity(2);
+    let mut h = Headers::with_capacity(3);
     let id = match event.event_id() {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => new_message_id(),

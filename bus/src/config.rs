@@ -78,6 +78,9 @@ pub struct EventBusConfig {
     pub drain_timeout: Duration,
     /// Capacity of each subscription group's queue in the memory backend.
     pub memory_queue_capacity: usize,
+    /// Send a W3C `traceparent` with every event: events published by a handler continue the
+    /// trace of the event it handles, others start a new trace.
+    pub trace_context: bool,
 }
 
 impl Default for EventBusConfig {
@@ -98,6 +101,7 @@ impl Default for EventBusConfig {
             publish_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             memory_queue_capacity: 1024,
+            trace_context: false,
         }
     }
 }
@@ -290,6 +294,7 @@ impl EventBusConfig {
     /// | `BUS_DLQ_STREAM_NAME`, `BUS_DLQ_SUBJECT_PREFIX` | `dead_letter.*` | |
     /// | `BUS_PUBLISH_TIMEOUT`, `BUS_DRAIN_TIMEOUT` | | `5s`, `30s` |
     /// | `BUS_MEMORY_QUEUE_CAPACITY` | `memory_queue_capacity` | `1024` |
+    /// | `BUS_TRACE_CONTEXT` | `trace_context` | `true` |
     pub fn from_env() -> Result<Self, Error> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -372,6 +377,7 @@ impl EventBusConfig {
             &mut c.memory_queue_capacity,
             from_str,
         )?;
+        env.parse("BUS_TRACE_CONTEXT", &mut c.trace_context, from_str)?;
         Ok(c)
     }
 

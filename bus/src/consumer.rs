@@ -20,6 +20,7 @@ pub(crate) struct Resolved {
     pub(crate) max_deliver: u32,
     pub(crate) backoff: Vec<Duration>,
     pub(crate) ack_wait: Duration,
+    pub(crate) trace_context: bool,
 }
 
 impl Resolved {
@@ -43,6 +44,7 @@ impl Resolved {
                 .clone()
                 .unwrap_or_else(|| config.consumer.backoff.clone()),
             ack_wait: options.ack_wait.unwrap_or(config.ack_wait),
+            trace_context: config.trace_context,
         }
     }
 
@@ -71,7 +73,13 @@ pub(crate) enum Verdict {
 /// Runs the pipeline on one delivery, with panics caught, and decides.
 pub(crate) async fn run(pipeline: &Pipeline, msg: RawMessage, settings: &Resolved) -> Verdict {
     let attempt = msg.delivery.attempt();
-    let outcome = AssertUnwindSafe(async { pipeline.run(msg).await })
+    let traceparent = settings
+        .trace_context
+        .then(|| msg.delivery.headers().get(headers::TRACEPARENT))
+        .flatten()
+        .map(str::to_owned);
+    let handle = async { pipeline.run(msg).await };
+    let outcome = AssertUnwindSafe(crate::trace::within(traceparent.as_deref(), handle))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(panic_error(&*panic)));

@@ -55,6 +55,7 @@ mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;
+mod trace;
 
 pub use crate::bus::{EventBus, Health, PublishAck};
 pub use crate::config::{BackendKind, EventBusConfig};

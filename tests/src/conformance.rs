@@ -82,6 +82,7 @@ macro_rules! conformance_suite {
             invalid_topics_are_rejected,
             oversize_payload_is_rejected,
             health_reflects_close,
+            trace_context_is_continued_by_handlers,
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -674,4 +675,81 @@ pub async fn health_reflects_close(factory: &Factory) {
     assert!(bus.check().await.is_healthy());
     bus.close().await.unwrap();
     assert!(!bus.check().await.is_healthy());
+}
+
+/// With `trace_context` on, an event published by a handler carries the trace id of the event
+/// it handles, under a new parent id; an event published outside a handler starts a trace.
+pub async fn trace_context_is_continued_by_handlers(factory: &Factory) {
+    let mut config = base_config();
+    config.trace_context = true;
+    let bus = factory(config).await;
+    let relay = bus.bus.clone();
+    bus.subscribe(
+        Subscription::new("relay", Ping::TOPIC).handler(move |e: Ping| {
+            let bus = relay.clone();
+            async move {
+                bus.publish(&Pong { seq: e.seq }).await?;
+                Ok::<_, HandlerError>(())
+            }
+        }),
+    )
+    .await
+    .unwrap();
+    let seen = Recorder::<(String, String)>::new();
+    for (name, filter) in [
+        ("pings", "cqc.events.v1.conformance_ping"),
+        ("pongs", "cqc.events.v1.conformance_pong"),
+    ] {
+        let r = Arc::clone(&seen);
+        bus.subscribe(
+            Subscription::raw(name, filter)
+                .unwrap()
+                .handler(move |m: RawMessage| {
+                    let parent = m
+                        .headers()
+                        .get(headers::TRACEPARENT)
+                        .unwrap_or_default()
+                        .to_owned();
+                    r.push((m.topic().to_owned(), parent));
+                    async { Ok::<_, HandlerError>(()) }
+                }),
+        )
+        .await
+        .unwrap();
+    }
+    bus.publish(&Ping::new(1)).await.unwrap();
+    bus.publish(&Ping::new(2)).await.unwrap();
+    seen.wait_for(4, WAIT).await;
+    let fields = |tp: &str| -> (String, String) {
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4, "not a traceparent: {tp:?}");
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len()),
+            ("00", 32, 16),
+            "{tp}"
+        );
+        (parts[1].to_owned(), parts[2].to_owned())
+    };
+    let items = seen.items();
+    let of = |topic: &str| -> Vec<(String, String)> {
+        items
+            .iter()
+            .filter(|(t, _)| t.ends_with(topic))
+            .map(|(_, tp)| fields(tp))
+            .collect()
+    };
+    let (pings, pongs) = (of("conformance_ping"), of("conformance_pong"));
+    assert_eq!((pings.len(), pongs.len()), (2, 2));
+    assert_ne!(
+        pings[0].0, pings[1].0,
+        "separate publishes start separate traces"
+    );
+    for (trace, parent) in &pongs {
+        let ping = pings
+            .iter()
+            .find(|(t, _)| t == trace)
+            .expect("each pong continues a ping's trace");
+        assert_ne!(&ping.1, parent, "with a new parent id");
+    }
+    bus.close().await.unwrap();
 }
