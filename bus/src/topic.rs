@@ -202,6 +202,28 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Whether every topic matched by the (valid) `filter` is also matched by `subject` (a stream
+/// subject or a wider filter), as JetStream requires of a consumer's filter.
+///
+/// ```
+/// use bus::topic::filter_covers;
+/// assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.*"));
+/// assert!(!filter_covers("cqc.events.v1.*", "cqc.events.v1.>"));
+/// ```
+pub fn filter_covers(subject: &str, filter: &str) -> bool {
+    let mut s = subject.split('.');
+    let mut f = filter.split('.');
+    loop {
+        match (s.next(), f.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// A topic that carries events of type `E`, checked against the NATS subject rules.
 ///
 /// Built in a `const` so that a bad subject fails the build, and typed so that an event cannot be
@@ -336,6 +358,23 @@ mod tests {
         assert!(e.contains("a..b") && e.contains("empty token"), "{e}");
         let e = validate_topic("a.*").unwrap_err().to_string();
         assert!(e.contains("concrete topic"), "{e}");
+    }
+
+    #[test]
+    fn covering() {
+        assert!(filter_covers(
+            "cqc.events.v1.>",
+            "cqc.events.v1.asset_created"
+        ));
+        assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.*"));
+        assert!(filter_covers("cqc.events.v1.>", "cqc.events.v1.>"));
+        assert!(filter_covers("cqc.>", "cqc.events.v1.*"));
+        assert!(!filter_covers("cqc.events.v1.>", "cqc.>"));
+        assert!(!filter_covers("cqc.events.v1.>", "cqc.events"));
+        assert!(!filter_covers("cqc.events.v1.*", "cqc.events.v1.>"));
+        assert!(filter_covers("cqc.events.v1.*", "cqc.events.v1.*"));
+        assert!(!filter_covers("cqc.events.v1.*", "cqc.events.v1.a.b"));
+        assert!(!filter_covers("dlq.>", "cqc.events.v1.a"));
     }
 
     #[test]

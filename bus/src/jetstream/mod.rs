@@ -129,7 +129,7 @@ impl JetStreamBus {
         let captured_all = streams::ensure_streams(&js, &config).await?;
         let events_subjects: Vec<String> = captured_all
             .iter()
-            .filter(|s| !streams::covers(&config.dead_letter.filter(), s))
+            .filter(|s| !crate::topic::filter_covers(&config.dead_letter.filter(), s))
             .cloned()
             .collect();
         let streams = vec![
@@ -194,11 +194,11 @@ impl JetStreamBus {
             return Err(Error::Closed);
         }
         validate_filter(&sub.filter)?;
-        let Some((stream, _)) = inner
-            .streams
-            .iter()
-            .find(|(_, subjects)| subjects.iter().any(|s| streams::covers(s, &sub.filter)))
-        else {
+        let Some((stream, _)) = inner.streams.iter().find(|(_, subjects)| {
+            subjects
+                .iter()
+                .any(|s| crate::topic::filter_covers(s, &sub.filter))
+        }) else {
             return Err(Error::NoStream { topic: sub.filter });
         };
         let group = sub.group_or_default(&inner.config.consumer_name);

@@ -15,7 +15,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::Inner;
-use super::streams::covers;
+use crate::topic::filter_covers as covers;
 use crate::{Error, Headers, PublishAck};
 
 /// Acknowledgements in flight at most during a batch publish.

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::config::Storage;
+use crate::topic::filter_covers as covers;
 use crate::{Error, EventBusConfig};
 
 /// What a stream must look like.
@@ -278,34 +279,4 @@ async fn check_and_extend(
     }
     tracing::info!(stream = w.name, added = ?missing, "subjects added to existing stream");
     Ok(subjects)
-}
-
-/// Whether every subject matched by `filter` is matched by `subject` (a stream subject).
-pub(crate) fn covers(subject: &str, filter: &str) -> bool {
-    let mut s = subject.split('.');
-    let mut f = filter.split('.');
-    loop {
-        match (s.next(), f.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(t)) if t != ">" => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::covers;
-
-    #[test]
-    fn covering() {
-        assert!(covers("cqc.events.v1.>", "cqc.events.v1.a"));
-        assert!(covers("cqc.events.v1.>", "cqc.events.v1.>"));
-        assert!(covers("cqc.>", "cqc.events.v1.*"));
-        assert!(!covers("cqc.events.v1.*", "cqc.events.v1.>"));
-        assert!(!covers("cqc.events.v1.>", "cqc.events"));
-        assert!(!covers("dlq.>", "cqc.events.v1.a"));
-    }
 }
