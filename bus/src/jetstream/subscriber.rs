@@ -168,7 +168,11 @@ type Opening = BoxFuture<'static, Result<(PullConsumer, Messages), Error>>;
 
 impl Member {
     fn batch(&self) -> usize {
-        self.settings.max_ack_pending.clamp(1, MAX_BATCH)
+        // At least 2: with a batch of 1, async-nats re-pulls only when its pending count drops to
+        // 0, and when a message overtakes the pull request's own confirmation the count ends at 1
+        // for a request already served; the consumer then stalls until the pull expires (seen
+        // in ordered mode). The server still holds back to `max_ack_pending` unacked messages.
+        self.settings.max_ack_pending.clamp(2, MAX_BATCH)
     }
 
     fn open(&self, consumer: Option<PullConsumer>) -> Opening {
