@@ -3,7 +3,7 @@
 //!
 //! A backend's test file provides a factory and expands the suite:
 //!
-//! ```ignore
+//! ```text
 //! async fn memory(config: bus::EventBusConfig) -> tests::conformance::TestBus {
 //!     tests::conformance::TestBus::new(bus::EventBus::connect(config).await.unwrap(), ())
 //! }
