@@ -95,6 +95,46 @@ async fn token_auth() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey_auth() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::builder()
+        .config(&format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
+            user.public_key()
+        ))
+        .start()
+        .await;
+
+    let stranger = nkeys::KeyPair::new_user();
+    let mut c = config(&server);
+    c.auth.nkey = Some(stranger.seed().unwrap());
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(
+        err.to_string().contains("BUS_NKEY"),
+        "says what to check: {err}"
+    );
+
+    let mut c = config(&server);
+    c.auth.nkey = Some("SUNOTASEED".into());
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Connect { .. }),
+        "a malformed seed: {err}"
+    );
+
+    let mut c = config(&server);
+    c.auth.nkey = Some(user.seed().unwrap());
+    let bus = EventBus::connect(c)
+        .await
+        .expect("the registered nkey connects");
+    let rec = record_pings(&bus, "nkey_authed").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    rec.wait_for(1, WAIT).await;
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_fails_at_connect() {
     let port = bus::testing::free_port();
     let c = EventBusConfig::jetstream([format!("nats://127.0.0.1:{port}")]);
