@@ -23,7 +23,17 @@ pub(crate) async fn connect(config: &EventBusConfig) -> Result<async_nats::Clien
         .collect::<Result<Vec<_>, _>>()?;
     let options = options(config).await?;
     options.connect(addrs).await.map_err(|e| {
-        let source: crate::BoxError = match e.kind() {
+        // rustls rejections (untrusted CA, wrong name) reach us as I/O errors.
+        let tls_rejected = {
+            let text = e.to_string();
+            text.contains("certificate") || text.contains("TLS") || text.contains("tls")
+        };
+        let kind = if tls_rejected && e.kind() == ConnectErrorKind::Io {
+            ConnectErrorKind::Tls
+        } else {
+            e.kind()
+        };
+        let source: crate::BoxError = match kind {
             ConnectErrorKind::AuthorizationViolation => format!(
                 "the server refused the credentials (authorization violation): check `auth` \
                  (BUS_USER/BUS_PASSWORD, BUS_TOKEN, BUS_NKEY or BUS_CREDENTIALS_FILE) ({e})"
