@@ -380,6 +380,47 @@ async fn jetstream_ready(url: &str, probe: &Probe) -> bool {
     ok
 }
 
+/// Creates and deletes a memory stream with `replicas` replicas through the node at `url`.
+async fn place_probe_stream(url: &str, replicas: usize) -> Result<(), String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build(client.clone());
+    let name = "BUS_TEST_PLACEMENT_PROBE";
+    let created = js
+        .request::<_, _, serde_json::Value>(
+            format!("STREAM.CREATE.{name}"),
+            &serde_json::json!({
+                "name": name,
+                "subjects": ["_bus_test.placement_probe"],
+                "storage": "memory",
+                "num_replicas": replicas,
+            }),
+        )
+        .await;
+    let result = match created {
+        Ok(v) => match v.get("error") {
+            None => {
+                let _ = js
+                    .request::<_, _, serde_json::Value>(
+                        format!("STREAM.DELETE.{name}"),
+                        &serde_json::json!({}),
+                    )
+                    .await;
+                Ok(())
+            }
+            Some(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = client.drain().await;
+    result
+}
+
 /// A JetStream cluster of `nats-server`s on loopback; each node is a [`NatsServer`].
 #[derive(Debug)]
 pub struct NatsCluster {
@@ -388,7 +429,8 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `n` nodes (at least 3 for R3 streams) named `n0`, `n1`, ... and waits until
-    /// JetStream answers on every node (a meta leader is elected).
+    /// JetStream answers on every node and the cluster can place a stream replicated on all of
+    /// them (up to 5).
     pub async fn start(n: usize) -> NatsCluster {
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -475,6 +517,21 @@ impl NatsCluster {
                 node.port,
                 node.log_tail()
             );
+        }
+        // Answering requests only means a meta leader exists. Placing a replicated stream also
+        // needs the leader to have heard from enough peers, which takes a moment longer; until
+        // then stream creation fails with "no suitable peers for placement". Probe exactly that.
+        let replicas = self.nodes.len().min(5);
+        let url = self.nodes[0].url();
+        loop {
+            match place_probe_stream(&url, replicas).await {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => panic!(
+                    "cluster cannot place an R{replicas} stream after {READY_TIMEOUT:?}: {e}\n{}",
+                    self.nodes[0].log_tail()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! Faults, each ending with an exact count of distinct event ids received = sent:
 //! server restarts, a consumer process killed with SIGKILL, a cluster losing its stream leader.
+//! Plus what a cluster with a node down does to connecting and publishing.
 //!
 //! Each test prints its counts (sent, distinct received, deliveries) on stderr; run with
 //! `--nocapture` to see them.
@@ -300,5 +301,39 @@ async fn publish_while_the_server_is_down_is_retryable() {
             Err(e) => panic!("publish did not recover: {e}"),
         }
     }
+    bus.close().await.unwrap();
+}
+
+/// A replicated stream waits for its peers: with one of three nodes down, connecting with
+/// `stream.replicas = 3` keeps retrying the placement, fails with a retryable error that says
+/// what to change if the node stays away, and succeeds once the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_stream_waits_for_a_restarting_node() {
+    let mut cluster = NatsCluster::start(3).await;
+    cluster.node(2).stop().await;
+    let mut config = fault_config(cluster.urls());
+    config.stream.replicas = 3;
+    config.publish_timeout = Duration::from_secs(1); // placement patience is at least 10 s
+
+    let started = Instant::now();
+    let err = EventBus::connect(config.clone()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("stream.replicas"), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+
+    let connecting = tokio::spawn(EventBus::connect(config));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!connecting.is_finished(), "placed R3 with a node down?");
+    cluster.node(2).start_again().await;
+    let bus = tokio::time::timeout(Duration::from_secs(30), connecting)
+        .await
+        .expect("connect did not finish after the node came back")
+        .unwrap()
+        .unwrap();
+    bus.publish(&Ping::new(1)).await.unwrap();
     bus.close().await.unwrap();
 }

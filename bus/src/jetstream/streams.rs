@@ -68,6 +68,7 @@ pub(crate) fn api_error(reply: &Value) -> Option<(u64, u64, String)> {
 
 const STREAM_NOT_FOUND: u64 = 10059;
 const STREAM_NAME_EXISTS: u64 = 10058;
+const NO_SUITABLE_PEERS: u64 = 10005;
 
 /// Sends a JetStream API request, retrying while JetStream is not answering or not ready
 /// (no responders, timeouts, 503) for up to `patience`.
@@ -148,7 +149,7 @@ async fn ensure(js: &Context, w: &Wanted<'_>, patience: Duration) -> Result<Vec<
             "max_consumers": -1,
             "max_msgs_per_subject": -1,
         });
-        let reply = api(js, &format!("STREAM.CREATE.{}", w.name), &config, patience).await?;
+        let reply = create(js, w.name, &config, patience).await?;
         match api_error(&reply) {
             None => {
                 tracing::info!(stream = w.name, subjects = ?w.subjects, "stream created");
@@ -171,9 +172,34 @@ async fn ensure(js: &Context, w: &Wanted<'_>, patience: Duration) -> Result<Vec<
     })
 }
 
+/// Sends `STREAM.CREATE`, retrying for up to `patience` while the cluster cannot place the
+/// replicas: a cluster that is forming, or has a node restarting, says so for a few seconds.
+async fn create(
+    js: &Context,
+    stream: &str,
+    config: &Value,
+    patience: Duration,
+) -> Result<Value, Error> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let reply = api(js, &format!("STREAM.CREATE.{stream}"), config, patience).await?;
+        match api_error(&reply) {
+            Some((_, NO_SUITABLE_PEERS, desc)) if Instant::now() < deadline => {
+                tracing::debug!(stream, error = desc, "stream placement retried");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            _ => return Ok(reply),
+        }
+    }
+}
+
 fn backend(stream: &str, action: &str, code: u64, err_code: u64, desc: String) -> Error {
     let hint = match err_code {
         10074 => ": replicas > 1 needs a JetStream cluster; set `stream.replicas = 1`",
+        NO_SUITABLE_PEERS => {
+            ": the cluster has fewer JetStream servers up than `stream.replicas`; \
+             start more servers or lower `stream.replicas`"
+        }
         10065 => ": another stream already captures these subjects; pick other `stream.subjects`",
         10023 | 10047 | 10028 => ": the server lacks resources for this stream",
         _ => "",
@@ -182,7 +208,7 @@ fn backend(stream: &str, action: &str, code: u64, err_code: u64, desc: String) -
         context: format!(
             "{action} stream `{stream}` failed (JetStream error {code}/{err_code}){hint}"
         ),
-        retryable: code == 503,
+        retryable: code == 503 || err_code == NO_SUITABLE_PEERS,
         source: desc.into(),
     }
 }
