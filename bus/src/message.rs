@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// Header names the bus writes and reads.
 pub mod headers {
@@ -31,26 +32,90 @@ pub mod headers {
     pub const DLQ_ERROR: &str = "Bus-Dlq-Error";
 }
 
-type Text = Cow<'static, str>;
+/// A header name or value: a `'static` string, a short one stored inline, or a long one on the
+/// heap. With the inline form and the inline entries of [`Headers`], the headers of a typical
+/// event (its id and its type) cost no allocation of their own: that matters on the memory
+/// backend, where headers are built on the publishing thread and dropped on another one.
+#[derive(Clone)]
+enum Text {
+    Static(&'static str),
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+/// The longest text stored inline: a UUID (36) fits.
+const INLINE: usize = 38;
+
+impl Text {
+    fn copy(s: &str) -> Text {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                Text::Inline { len, bytes }
+            }
+            _ => Text::Heap(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                .expect("inline text is a copy of a whole `str`"),
+            Text::Heap(s) => s,
+        }
+    }
+}
+
+impl From<Cow<'static, str>> for Text {
+    fn from(s: Cow<'static, str>) -> Self {
+        match s {
+            Cow::Borrowed(s) => Text::Static(s),
+            Cow::Owned(s) if s.len() <= INLINE => Text::copy(&s),
+            Cow::Owned(s) => Text::Heap(s.into_boxed_str()),
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
 
 /// Message headers: an ordered list of name/value pairs; names compare case-insensitively.
+///
+/// Names and values are `&'static str` or `String` (anything into `Cow<'static, str>`).
+///
+/// ```
+/// use bus::Headers;
+///
+/// let mut h = Headers::new();
+/// h.insert("Nats-Msg-Id", "order-42");
+/// h.insert("tenant", format!("t-{}", 7));
+/// assert_eq!(h.get("nats-msg-id"), Some("order-42"));
+/// assert_eq!(h.iter().count(), 2);
+/// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<(Text, Text)>,
+    entries: SmallVec<[(Text, Text); 3]>,
 }
 
 impl Headers {
     /// No headers.
     pub const fn new() -> Self {
         Headers {
-            entries: Vec::new(),
+            entries: SmallVec::new_const(),
         }
     }
 
     /// No headers, with room for `n`.
     pub fn with_capacity(n: usize) -> Self {
         Headers {
-            entries: Vec::with_capacity(n),
+            entries: SmallVec::with_capacity(n),
         }
     }
 
@@ -58,30 +123,46 @@ impl Headers {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| &**v)
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Sets `name` to `value`, replacing earlier values.
-    pub fn insert(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
-        let name = name.into();
-        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-        self.entries.push((name, value.into()));
+    pub fn insert(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) {
+        let name = Text::from(name.into());
+        self.remove(name.as_str());
+        self.entries.push((name, Text::from(value.into())));
+    }
+
+    /// Sets `name` to a copy of `value`; short values cost no allocation.
+    pub(crate) fn insert_copy(&mut self, name: &'static str, value: &str) {
+        self.remove(name);
+        self.entries.push((Text::Static(name), Text::copy(value)));
     }
 
     /// Adds a value for `name`, keeping earlier ones.
-    pub fn append(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
-        self.entries.push((name.into(), value.into()));
+    pub fn append(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) {
+        self.entries
+            .push((Text::from(name.into()), Text::from(value.into())));
     }
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
-        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.entries
+            .retain(|(n, _)| !n.as_str().eq_ignore_ascii_case(name));
     }
 
     /// All entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| (&**n, &**v))
+        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// Whether there are no headers.
@@ -101,19 +182,23 @@ impl fmt::Debug for Headers {
     }
 }
 
-impl<N: Into<Text>, V: Into<Text>> FromIterator<(N, V)> for Headers {
+impl<N, V> FromIterator<(N, V)> for Headers
+where
+    N: Into<Cow<'static, str>>,
+    V: Into<Cow<'static, str>>,
+{
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Headers {
             entries: iter
                 .into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
+                .map(|(n, v)| (Text::from(n.into()), Text::from(v.into())))
                 .collect(),
         }
     }
 }
 
 /// What a message carries besides its payload, shared by all its deliveries.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Meta {
     pub(crate) topic: Arc<str>,
     pub(crate) headers: Headers,
@@ -219,5 +304,45 @@ impl RawMessage {
     /// Decodes the payload as event `E`.
     pub fn decode<E: crate::Event>(&self) -> Result<E, prost::DecodeError> {
         E::decode(&self.payload[..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_of_every_length_round_trip() {
+        let long = "x".repeat(INLINE + 1);
+        let uuid = "6f1c2a5e-3b7d-4c8e-9a0f-1d2e3f4a5b6c";
+        let mut h = Headers::new();
+        h.insert("static", "value");
+        h.insert(String::from("owned-short"), uuid.to_owned());
+        h.insert("owned-long", long.clone());
+        h.insert_copy("copied", "évènement-42");
+        h.append("static", String::new());
+        assert!(matches!(h.entries[1].1, Text::Inline { .. }));
+        assert!(matches!(h.entries[2].1, Text::Heap(_)));
+        assert_eq!(h.get("STATIC"), Some("value"));
+        assert_eq!(h.get("owned-short"), Some(uuid));
+        assert_eq!(h.get("owned-long"), Some(long.as_str()));
+        assert_eq!(h.get("copied"), Some("évènement-42"));
+        assert_eq!(h.len(), 5);
+        let all: Vec<_> = h.iter().collect();
+        assert_eq!(all[4], ("static", ""));
+        assert_eq!(h.clone(), h);
+    }
+
+    #[test]
+    fn insert_replaces_and_remove_removes_every_value() {
+        let mut h: Headers = [("a", "1"), ("A", "2"), ("b", "3")].into_iter().collect();
+        h.insert("a", "4");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("b", "3"), ("a", "4")]);
+        h.remove("B");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("a", "4")]);
+        // Equality compares text, whatever its storage.
+        let mut other = Headers::new();
+        other.insert(String::from("a"), String::from("4"));
+        assert_eq!(h, other);
     }
 }
