@@ -3,13 +3,16 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
 
 use crate::middleware::{Pipeline, panic_error};
+use crate::trace::{self, TraceParent};
 use crate::{
-    Delivery, EventBusConfig, HandlerError, Headers, RawMessage, SubscribeOptions, headers,
+    Delivery, EventBusConfig, HandlerError, HandlerFuture, Headers, RawMessage, SubscribeOptions,
+    headers,
 };
 
 /// A subscription's settings with the configuration's defaults filled in.
@@ -48,6 +51,17 @@ impl Resolved {
         }
     }
 
+    /// What to do after delivery number `attempt` (1-based) ended with `outcome`.
+    pub(crate) fn verdict(&self, attempt: u32, outcome: Result<(), HandlerError>) -> Verdict {
+        match outcome {
+            Ok(()) => Verdict::Ack,
+            Err(e) if e.is_retryable() && attempt < self.max_deliver => {
+                Verdict::Redeliver(self.backoff_delay(attempt), e)
+            }
+            Err(e) => Verdict::DeadLetter(e),
+        }
+    }
+
     /// The redelivery delay after failed delivery number `attempt` (1-based).
     pub(crate) fn backoff_delay(&self, attempt: u32) -> Duration {
         let i = (attempt.max(1) - 1) as usize;
@@ -73,23 +87,61 @@ pub(crate) enum Verdict {
 /// Runs the pipeline on one delivery, with panics caught, and decides.
 pub(crate) async fn run(pipeline: &Pipeline, msg: RawMessage, settings: &Resolved) -> Verdict {
     let attempt = msg.delivery.attempt();
-    let traceparent = settings
-        .trace_context
+    let outcome = match start(pipeline, msg, settings.trace_context).await {
+        Started::Done(outcome) => outcome,
+        Started::Running(rest) => rest.finish().await,
+    };
+    settings.verdict(attempt, outcome)
+}
+
+/// A handler after its first poll.
+pub(crate) enum Started {
+    /// It finished there, as most handlers do.
+    Done(Result<(), HandlerError>),
+    /// It is waiting for something; [`Running::finish`] drives it to the end.
+    Running(Running),
+}
+
+/// A handler that did not finish at its first poll.
+pub(crate) struct Running {
+    handler: HandlerFuture,
+    parent: Option<TraceParent>,
+}
+
+impl Running {
+    /// Drives the handler to the end, in its trace, with panics caught.
+    pub(crate) async fn finish(self) -> Result<(), HandlerError> {
+        let caught = AssertUnwindSafe(self.handler).catch_unwind();
+        trace::within(self.parent, caught)
+            .await
+            .unwrap_or_else(|panic| Err(panic_error(&*panic)))
+    }
+}
+
+/// Starts the pipeline on `msg` and polls it once, in the delivery's trace (with
+/// `trace_context`), with panics caught. Polling in place means a handler that does not wait
+/// costs no future of its own: only one that is still running at its first poll needs a place
+/// of its own, which is what [`Started::Running`] is for.
+pub(crate) async fn start(pipeline: &Pipeline, msg: RawMessage, trace_context: bool) -> Started {
+    let parent = trace_context
         .then(|| msg.delivery.headers().get(headers::TRACEPARENT))
         .flatten()
-        .map(str::to_owned);
-    let handle = async { pipeline.run(msg).await };
-    let outcome = AssertUnwindSafe(crate::trace::within(traceparent.as_deref(), handle))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| Err(panic_error(&*panic)));
-    match outcome {
-        Ok(()) => Verdict::Ack,
-        Err(e) if e.is_retryable() && attempt < settings.max_deliver => {
-            Verdict::Redeliver(settings.backoff_delay(attempt), e)
-        }
-        Err(e) => Verdict::DeadLetter(e),
-    }
+        .and_then(TraceParent::parse);
+    let mut msg = Some(msg);
+    std::future::poll_fn(|cx| {
+        let msg = msg.take().expect("a ready poll_fn is polled once");
+        let first = trace::sync_within(parent, || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut handler = pipeline.run(msg);
+                match handler.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => Started::Done(outcome),
+                    Poll::Pending => Started::Running(Running { handler, parent }),
+                }
+            }))
+        });
+        Poll::Ready(first.unwrap_or_else(|panic| Started::Done(Err(panic_error(&*panic)))))
+    })
+    .await
 }
 
 /// Headers of the dead letter of a delivery: the original headers (its message id kept as

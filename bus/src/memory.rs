@@ -18,6 +18,8 @@
 //! [`DEAD_LETTER_CAPACITY`] of them, for [`MemoryBus::dead_letters`].
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -30,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::time::DelayQueue;
 
-use crate::consumer::{self, Resolved, Verdict};
+use crate::consumer::{self, Resolved, Started, Verdict};
 use crate::message::Meta;
 use crate::middleware::Pipeline;
 use crate::topic::{filter_covers, filter_matches, validate_filter};
@@ -49,12 +51,30 @@ struct Stored {
     payload: Bytes,
 }
 
+/// An event in a group's queue. Its metadata travels by value and is put behind an `Arc` by
+/// the consumer: an allocation made on the publishing thread and freed on another one costs
+/// several times one that stays on its thread.
+#[derive(Clone, Debug)]
+struct Queued {
+    meta: Meta,
+    payload: Bytes,
+}
+
+impl From<Queued> for Stored {
+    fn from(q: Queued) -> Self {
+        Stored {
+            meta: Arc::new(q.meta),
+            payload: q.payload,
+        }
+    }
+}
+
 /// One (filter, group): one bounded queue shared by the group's members.
 struct Group {
     filter: String,
     name: Arc<str>,
-    tx: mpsc::Sender<Stored>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Stored>>>,
+    tx: mpsc::Sender<Queued>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
 }
 
 /// Where a topic goes: resolved once per topic and cached until the subscriptions change.
@@ -302,6 +322,25 @@ impl Inner {
         payload: Bytes,
         headers: Headers,
     ) -> Result<PublishAck, Error> {
+        let mut full = Vec::new();
+        let ack = self.offer(topic, payload, headers, &mut full)?;
+        if !full.is_empty() {
+            // Boxed: the waiting (with its timer) is the rare path, and keeping it out of line
+            // keeps this future, which every publish builds and moves, small.
+            Box::pin(self.wait_for_room(topic, full)).await?;
+        }
+        Ok(ack)
+    }
+
+    /// Checks and sequences an event, and queues it for every group with room, without
+    /// waiting; the groups whose queue is full are left in `full` with their copy.
+    fn offer(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        headers: Headers,
+        full: &mut Vec<(Arc<Group>, Queued)>,
+    ) -> Result<PublishAck, Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -319,42 +358,61 @@ impl Inner {
             });
         }
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let stored = Stored {
-            meta: Arc::new(Meta {
+        let event = Queued {
+            meta: Meta {
                 topic: route.topic,
                 headers,
                 stream_sequence: sequence,
                 published: SystemTime::now(),
-            }),
+            },
             payload,
         };
-        for group in route.groups.iter() {
-            match group.tx.try_send(stored.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(msg)) => {
-                    let wait = self.config.publish_timeout;
-                    match tokio::time::timeout(wait, group.tx.send(msg)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(Error::Closed),
-                        Err(_) => {
-                            return Err(Error::Timeout {
-                                what: format!(
-                                    "waiting for room in the queue of group `{}` on `{topic}` \
-                                     (its handlers are behind)",
-                                    group.name
-                                ),
-                                after: wait,
-                            });
-                        }
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+        let mut offer = |group: &Arc<Group>, event: Queued| match group.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                full.push((Arc::clone(group), event));
+                Ok(())
             }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        };
+        // Every group but the last gets a copy; the last takes the event itself.
+        if let Some((last, others)) = route.groups.split_last() {
+            for group in others {
+                offer(group, event.clone())?;
+            }
+            offer(last, event)?;
         }
         Ok(PublishAck {
             sequence,
             duplicate: false,
         })
+    }
+
+    /// Waits, up to `publish_timeout` in all, for room in the queues that were full.
+    async fn wait_for_room(
+        &self,
+        topic: &str,
+        full: Vec<(Arc<Group>, Queued)>,
+    ) -> Result<(), Error> {
+        let wait = self.config.publish_timeout;
+        let deadline = tokio::time::Instant::now() + wait;
+        for (group, event) in full {
+            match tokio::time::timeout_at(deadline, group.tx.send(event)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::Closed),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!(
+                            "waiting for room in the queue of group `{}` on `{topic}` \
+                             (its handlers are behind)",
+                            group.name
+                        ),
+                        after: wait,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Publishes a dead letter to its subject and keeps a copy.
@@ -397,6 +455,9 @@ struct Member {
 /// What a finished delivery leaves to do: nothing, or a redelivery after a delay.
 type Settled = Option<(Stored, u32, Duration)>;
 
+/// A delivery still in progress: a running handler, or a dead letter being published.
+type BoxSettle<'a> = Pin<Box<dyn Future<Output = Settled> + Send + 'a>>;
+
 impl Member {
     fn delivery(&self, stored: &Stored, attempt: u32) -> Delivery {
         Delivery {
@@ -406,22 +467,34 @@ impl Member {
         }
     }
 
-    async fn process(&self, stored: Stored, attempt: u32) -> Settled {
-        let msg = RawMessage {
-            payload: stored.payload.clone(),
-            delivery: self.delivery(&stored, attempt),
-        };
-        match consumer::run(&self.pipeline, msg, &self.settings).await {
-            Verdict::Ack => None,
+    /// Settles a delivery that ended with `outcome`: acknowledged, to redeliver, or to
+    /// dead-letter (which needs a publish, so it is returned as a future; a rare path).
+    fn conclude(
+        &self,
+        stored: Stored,
+        attempt: u32,
+        outcome: Result<(), crate::HandlerError>,
+    ) -> Result<Settled, BoxSettle<'_>> {
+        match self.settings.verdict(attempt, outcome) {
+            Verdict::Ack => Ok(None),
             Verdict::Redeliver(delay, e) => {
                 tracing::debug!(topic = %stored.meta.topic, attempt, error = %e, ?delay, "redelivering");
-                Some((stored, attempt + 1, delay))
+                Ok(Some((stored, attempt + 1, delay)))
             }
-            Verdict::DeadLetter(e) => {
+            Verdict::DeadLetter(e) => Err(Box::pin(async move {
                 let delivery = self.delivery(&stored, attempt);
                 self.bus.dead_letter(&delivery, stored.payload, &e).await;
                 None
-            }
+            })),
+        }
+    }
+
+    /// Drives a handler that did not finish at its first poll, then settles it.
+    async fn finish(&self, stored: Stored, attempt: u32, rest: consumer::Running) -> Settled {
+        let outcome = rest.finish().await;
+        match self.conclude(stored, attempt, outcome) {
+            Ok(settled) => settled,
+            Err(dead_letter) => dead_letter.await,
         }
     }
 
@@ -434,7 +507,7 @@ impl Member {
         let shutdown = self.bus.shutdown.clone();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let mut running = FuturesUnordered::new();
+        let mut running: FuturesUnordered<BoxSettle<'_>> = FuturesUnordered::new();
         let mut delayed: DelayQueue<(Stored, u32)> = DelayQueue::new();
         let mut ready: VecDeque<(Stored, u32)> = VecDeque::new();
         let mut pending = 0usize; // running + delayed + ready: delivered, not yet settled
@@ -447,11 +520,22 @@ impl Member {
                     break;
                 };
                 // Most handlers finish without waiting: settle those right here and only
-                // schedule the ones that are still pending.
-                let mut fut = Box::pin(this.process(stored, attempt));
-                match futures::poll!(fut.as_mut()) {
-                    std::task::Poll::Ready(settled) => settle(settled, &mut delayed, &mut pending),
-                    std::task::Poll::Pending => running.push(fut),
+                // give the ones that are still pending a place in `running`.
+                let msg = RawMessage {
+                    payload: stored.payload.clone(),
+                    delivery: this.delivery(&stored, attempt),
+                };
+                let outcome =
+                    match consumer::start(&this.pipeline, msg, this.settings.trace_context).await {
+                        Started::Done(outcome) => outcome,
+                        Started::Running(rest) => {
+                            running.push(Box::pin(this.finish(stored, attempt, rest)));
+                            continue;
+                        }
+                    };
+                match this.conclude(stored, attempt, outcome) {
+                    Ok(settled) => settle(settled, &mut delayed, &mut pending),
+                    Err(dead_letter) => running.push(dead_letter),
                 }
             }
             let room = (concurrency - running.len()).min(max_ack_pending - pending);
@@ -471,7 +555,7 @@ impl Member {
                         break; // the queue is gone: the bus is closing
                     }
                     pending += n;
-                    ready.extend(batch.drain(..).map(|s| (s, 1)));
+                    ready.extend(batch.drain(..).map(|q| (Stored::from(q), 1)));
                     if n < room {
                         // The queue ran dry: give the publishers a moment before parking, so
                         // the next wake-up brings a batch rather than a single message.

@@ -90,11 +90,19 @@ pub(crate) fn outgoing() -> String {
         .to_header()
 }
 
-/// Runs `fut` (a handler) inside the trace of `traceparent`, if it is a valid one.
-pub(crate) async fn within<F: Future>(traceparent: Option<&str>, fut: F) -> F::Output {
-    match traceparent.and_then(TraceParent::parse) {
+/// Runs `fut` (a handler) inside the trace of `parent`, if any.
+pub(crate) async fn within<F: Future>(parent: Option<TraceParent>, fut: F) -> F::Output {
+    match parent {
         Some(parent) => CURRENT.scope(parent, fut).await,
         None => fut.await,
+    }
+}
+
+/// Runs `f` (one poll of a handler) inside the trace of `parent`, if any.
+pub(crate) fn sync_within<R>(parent: Option<TraceParent>, f: impl FnOnce() -> R) -> R {
+    match parent {
+        Some(parent) => CURRENT.sync_scope(parent, f),
+        None => f(),
     }
 }
 
@@ -122,7 +130,7 @@ mod tests {
     #[tokio::test]
     async fn children_keep_the_trace() {
         let root = TraceParent::parse(&outgoing()).unwrap();
-        let child = within(Some(&root.to_header()), async { outgoing() }).await;
+        let child = within(TraceParent::parse(&root.to_header()), async { outgoing() }).await;
         let child = TraceParent::parse(&child).unwrap();
         assert_eq!(child.trace_id, root.trace_id);
         assert_ne!(child.span_id, root.span_id);
