@@ -162,8 +162,8 @@ impl NatsServerBuilder {
 struct Probe {
     user: Option<(String, String)>,
     token: Option<String>,
-    /// With an auth or TLS block in a config file the probe cannot log in; it only waits for
-    /// the port.
+    /// With an auth, operator or TLS block in a config file the probe cannot log in; it only
+    /// waits for the port.
     port_only: bool,
 }
 
@@ -173,7 +173,9 @@ impl From<&NatsServerBuilder> for Probe {
             user: b.user.clone(),
             token: b.token.clone(),
             port_only: b.config.as_deref().is_some_and(|c| {
-                c.contains("authorization") || c.contains("accounts") || c.contains("tls")
+                ["authorization", "accounts", "operator", "tls"]
+                    .iter()
+                    .any(|block| c.contains(block))
             }),
         }
     }

@@ -134,6 +134,122 @@ async fn nkey_auth() {
     bus.close().await.unwrap();
 }
 
+/// A JWT as `nsc` would issue it: header and claims signed by `issuer` (nkeys, ed25519).
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("{subject}{iat}"), "iat": iat, "iss": issuer.public_key(),
+        "name": name, "sub": subject, "nats": nats,
+    });
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// A `.creds` file for a user of `account`, in the layout `nsc` writes.
+fn creds_file(dir: &std::path::Path, account: &nkeys::KeyPair) -> std::path::PathBuf {
+    let user = nkeys::KeyPair::new_user();
+    let token = jwt(
+        account,
+        &user.public_key(),
+        "bus-test-user",
+        &serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        }),
+    );
+    let path = dir.join(format!("{}.creds", &user.public_key()[..8]));
+    std::fs::write(
+        &path,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Decentralized auth: an operator, an account with JetStream, users with `.creds` files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_file_auth() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "bus-test-operator",
+        &serde_json::json!({ "type": "operator", "version": 2 }),
+    );
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "bus-test-account",
+        &serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+            },
+            "default_permissions": { "pub": {}, "sub": {} },
+            "type": "account", "version": 2,
+        }),
+    );
+    // JetStream needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        &serde_json::json!({ "type": "account", "version": 2 }),
+    );
+    let server = NatsServer::builder()
+        .config(&format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{ {sys}: \"{system_jwt}\", {acc}: \"{account_jwt}\" }}\n",
+            sys = system.public_key(),
+            acc = account.public_key(),
+        ))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A user issued by an account the server does not know.
+    let mut c = config(&server);
+    c.auth.credentials_file = Some(creds_file(dir.path(), &nkeys::KeyPair::new_account()));
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(
+        err.to_string().contains("credentials"),
+        "says what to check: {err}"
+    );
+
+    let mut c = config(&server);
+    c.auth.credentials_file = Some(dir.path().join("missing.creds"));
+    let err = EventBus::connect(c).await.unwrap_err();
+    assert!(
+        err.to_string().contains("auth.credentials_file"),
+        "a missing file says which setting: {err}"
+    );
+
+    let mut c = config(&server);
+    c.auth.credentials_file = Some(creds_file(dir.path(), &account));
+    let bus = EventBus::connect(c)
+        .await
+        .expect("a user of the known account connects");
+    let rec = record_pings(&bus, "creds_authed").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    rec.wait_for(1, WAIT).await;
+    bus.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_fails_at_connect() {
     let port = bus::testing::free_port();
