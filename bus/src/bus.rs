@@ -137,12 +137,13 @@ impl EventBus {
         topic: Topic<E>,
         event: &E,
     ) -> Result<PublishAck, Error> {
-        let (payload, headers) = self.encode(event);
+        let (payload, headers) = self.encode(event)?;
         self.send(topic.as_str(), payload, headers).await
     }
 
     /// Publishes already-encoded bytes on `topic`, which is validated first. `headers` are sent
-    /// as given, plus a generated `Nats-Msg-Id` if they have none.
+    /// as given, plus a generated `Nats-Msg-Id` if they have none; a header NATS cannot carry
+    /// is an [`Error::InvalidHeader`] (see [`Headers::validate`]).
     pub async fn publish_raw(
         &self,
         topic: &str,
@@ -156,6 +157,7 @@ impl EventBus {
         if self.trace_context && headers.get(headers::TRACEPARENT).is_none() {
             headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
         }
+        headers.validate()?;
         self.send(topic, payload.into(), headers).await
     }
 
@@ -183,12 +185,12 @@ impl EventBus {
     }
 
     /// Encodes an event with its headers, plus `traceparent` when trace context is on.
-    fn encode<E: Event>(&self, event: &E) -> (Bytes, Headers) {
-        let (payload, mut headers) = encode(event);
+    fn encode<E: Event>(&self, event: &E) -> Result<(Bytes, Headers), Error> {
+        let (payload, mut headers) = encode(event)?;
         if self.trace_context {
             headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
         }
-        (payload, headers)
+        Ok((payload, headers))
     }
 
     async fn send(
@@ -269,14 +271,17 @@ impl From<MemoryBus> for EventBus {
     }
 }
 
-/// Encodes an event with its standard headers: message id and type name.
-pub(crate) fn encode<E: Event>(event: &E) -> (Bytes, Headers) {
-    let payload = Bytes::from(event.encode_to_vec());
+/// Encodes an event with its standard headers: message id and type name. The event id becomes
+/// the message id, so it must be a valid header value.
+pub(crate) fn encode<E: Event>(event: &E) -> Result<(Bytes, Headers), Error> {
     let mut h = Headers::with_capacity(3);
     match event.event_id() {
-        Some(id) if !id.is_empty() => h.insert_copy(headers::MSG_ID, id),
+        Some(id) if !id.is_empty() => {
+            crate::message::check_value(headers::MSG_ID, id)?;
+            h.insert_copy(headers::MSG_ID, id);
+        }
         _ => h.insert(headers::MSG_ID, new_message_id()),
     }
     h.insert(headers::EVENT_TYPE, E::FULL_NAME);
-    (payload, h)
+    Ok((Bytes::from(event.encode_to_vec()), h))
 }

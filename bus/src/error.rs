@@ -19,6 +19,14 @@ pub enum Error {
         /// Which rule it breaks and how to fix it.
         reason: &'static str,
     },
+    /// A header name or value cannot travel in a NATS message.
+    #[error("invalid header `{name}`: {reason}")]
+    InvalidHeader {
+        /// The header's name (escaped if it is the part at fault).
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
     /// The bus was closed; it takes no more publishes or subscriptions.
     #[error("the event bus is closed: closing is final, build a new bus to go on")]
     Closed,

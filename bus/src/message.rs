@@ -174,6 +174,43 @@ impl Headers {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Checks that every entry can travel in a NATS message: names are non-empty printable
+    /// ASCII without `:`, values have no line breaks. Publishing checks this; the memory
+    /// backend too, so a header that NATS would refuse fails in tests already.
+    ///
+    /// ```
+    /// use bus::{Error, Headers};
+    ///
+    /// let mut h = Headers::new();
+    /// h.insert("tenant", "t-7");
+    /// assert!(h.validate().is_ok());
+    /// h.insert("bad name", "x");
+    /// assert!(matches!(h.validate(), Err(Error::InvalidHeader { .. })));
+    /// ```
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        for (name, value) in self.iter() {
+            if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':') {
+                return Err(crate::Error::InvalidHeader {
+                    name: name.escape_debug().to_string(),
+                    reason: "a header name is printable ASCII, without spaces or `:`",
+                });
+            }
+            check_value(name, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `value` can be the value of header `name`: no line breaks.
+pub(crate) fn check_value(name: &str, value: &str) -> Result<(), crate::Error> {
+    if value.contains(['\r', '\n']) {
+        return Err(crate::Error::InvalidHeader {
+            name: name.to_owned(),
+            reason: "a header value cannot contain a line break (CR or LF)",
+        });
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Headers {

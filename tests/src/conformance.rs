@@ -80,6 +80,7 @@ macro_rules! conformance_suite {
             close_waits_for_in_flight_handlers,
             publish_and_subscribe_after_close_fail,
             invalid_topics_are_rejected,
+            invalid_headers_are_rejected,
             oversize_payload_is_rejected,
             health_reflects_close,
             trace_context_is_continued_by_handlers,
@@ -651,6 +652,63 @@ pub async fn invalid_topics_are_rejected(factory: &Factory) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NoStream { .. }), "{err}");
+    bus.close().await.unwrap();
+}
+
+/// Headers NATS cannot carry (a bad name, a line break in a value, an event id with a line
+/// break) are refused before anything is sent, saying which header; nothing arrives for them,
+/// and the bus goes on.
+pub async fn invalid_headers_are_rejected(factory: &Factory) {
+    let bus = start(factory).await;
+    let rec = Recorder::<Ping>::new();
+    let r = Arc::clone(&rec);
+    bus.subscribe(
+        Subscription::new("headers", Ping::TOPIC).handler(move |e: Ping| {
+            r.push(e);
+            async { Ok::<_, HandlerError>(()) }
+        }),
+    )
+    .await
+    .unwrap();
+    let payload = Ping::new(0).encode_to_vec();
+    for (name, value) in [
+        ("bad name", "x"),
+        ("bad:name", "x"),
+        ("", "x"),
+        ("tenant", "a\r\nNats-Msg-Id: forged"),
+    ] {
+        let mut h = Headers::new();
+        h.insert(name, value);
+        let err = bus
+            .publish_raw(Ping::TOPIC.as_str(), payload.clone(), h)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidHeader { .. }),
+            "{name:?}: {value:?}: {err}"
+        );
+        assert!(!err.is_retryable());
+    }
+    let mut bad_id = Ping::new(1);
+    bad_id.event_id = "evt-1\n".into();
+    let err = bus.publish(&bad_id).await.unwrap_err();
+    assert!(err.to_string().contains("Nats-Msg-Id"), "{err}");
+    let err = bus
+        .publish_batch(&[Ping::new(2), bad_id, Ping::new(3)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidHeader { .. }), "{err}");
+
+    bus.publish(&Ping::new(4)).await.unwrap();
+    rec.wait_for(2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut seqs: Vec<u64> = rec.items().iter().map(|p| p.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        [2, 4],
+        "only the valid events arrive, the batch up to its bad event"
+    );
     bus.close().await.unwrap();
 }
 

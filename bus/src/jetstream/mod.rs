@@ -183,7 +183,7 @@ impl JetStreamBus {
     pub(crate) async fn publish_batch(
         &self,
         topic: &str,
-        items: impl Iterator<Item = (Bytes, Headers)>,
+        items: impl Iterator<Item = Result<(Bytes, Headers), Error>>,
     ) -> Result<Vec<PublishAck>, Error> {
         self.inner.publish_batch(topic, items).await
     }

@@ -214,7 +214,7 @@ impl Inner {
     pub(crate) async fn publish_batch(
         &self,
         topic: &str,
-        items: impl Iterator<Item = (Bytes, Headers)>,
+        items: impl Iterator<Item = Result<(Bytes, Headers), Error>>,
     ) -> Result<Vec<PublishAck>, Error> {
         let mut batch = Batch {
             acks: Vec::with_capacity(items.size_hint().0),
@@ -223,12 +223,19 @@ impl Inner {
             first_error: None,
         };
         let mut inflight = FuturesUnordered::new();
-        for (i, (payload, headers)) in items.enumerate() {
+        for (i, item) in items.enumerate() {
             batch.acks.push(None);
-            if let Err(e) = self.check_publish(topic, &payload) {
-                settle((i, Err(e)), &mut batch.acks, &mut batch.first_error);
-                break;
-            }
+            let checked = item.and_then(|(payload, headers)| {
+                self.check_publish(topic, &payload)?;
+                Ok((payload, headers))
+            });
+            let (payload, headers) = match checked {
+                Ok(item) => item,
+                Err(e) => {
+                    settle((i, Err(e)), &mut batch.acks, &mut batch.first_error);
+                    break;
+                }
+            };
             while inflight.len() >= BATCH_WINDOW {
                 if let Some(done) = inflight.next().await {
                     self.finish(topic, done, &mut batch).await;
