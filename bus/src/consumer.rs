@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+use crate::message::{check_name, check_value};
 use crate::middleware::{Pipeline, panic_error};
 use crate::trace::{self, TraceParent};
 use crate::{
@@ -149,6 +150,12 @@ pub(crate) async fn start(pipeline: &Pipeline, msg: RawMessage, trace_context: b
 pub(crate) fn dead_letter_headers(delivery: &Delivery, error: &HandlerError) -> Headers {
     let mut h = Headers::with_capacity(delivery.headers().len() + 8);
     for (name, value) in delivery.headers().iter() {
+        // Another client may have sent a header this one cannot send back; the dead letter
+        // keeps the rest (and the payload, unchanged).
+        if check_name(name).and(check_value(name, value)).is_err() {
+            tracing::debug!(header = name, "header not copied to the dead letter");
+            continue;
+        }
         if name.eq_ignore_ascii_case(headers::MSG_ID) {
             h.append(DLQ_ORIGINAL_MSG_ID, value.to_owned());
         } else {
@@ -220,6 +227,34 @@ mod tests {
         };
         let r = Resolved::new(&opts, &EventBusConfig::default());
         assert_eq!((r.concurrency, r.max_ack_pending), (1, 1));
+    }
+
+    #[test]
+    fn dead_letter_headers_are_sendable_even_when_the_original_ones_are_not() {
+        // As a client that does not check its headers could have sent them.
+        let original: Headers = [
+            ("Nats-Msg-Id", "evt-1"),
+            ("tenant", "t-7"),
+            ("bad name", "x"),
+            ("multi", "line\nvalue"),
+        ]
+        .into_iter()
+        .collect();
+        let delivery = Delivery::new(
+            "cqc.events.v1.ping",
+            "g",
+            original,
+            3,
+            42,
+            std::time::SystemTime::now(),
+        );
+        let h = dead_letter_headers(&delivery, &HandlerError::permanent("no\r\nway"));
+        h.validate().expect("every dead-letter header can be sent");
+        assert_eq!(h.get("tenant"), Some("t-7"));
+        assert_eq!(h.get(DLQ_ORIGINAL_MSG_ID), Some("evt-1"));
+        assert_eq!(h.get(headers::MSG_ID), Some("dlq:g:42"));
+        assert_eq!(h.get(headers::DLQ_ERROR), Some("no  way"));
+        assert_eq!((h.get("bad name"), h.get("multi")), (None, None));
     }
 
     #[test]

@@ -165,6 +165,20 @@ impl Headers {
         self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
+    /// All entries in order, each name with its `'static` form when it has one (the header
+    /// names the bus writes), so the wire encoding can skip copying it.
+    pub(crate) fn iter_names_static(
+        &self,
+    ) -> impl Iterator<Item = (Option<&'static str>, &str, &str)> {
+        self.entries.iter().map(|(n, v)| {
+            let fixed = match n {
+                Text::Static(s) => Some(*s),
+                _ => None,
+            };
+            (fixed, n.as_str(), v.as_str())
+        })
+    }
+
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -190,16 +204,22 @@ impl Headers {
     /// ```
     pub fn validate(&self) -> Result<(), crate::Error> {
         for (name, value) in self.iter() {
-            if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':') {
-                return Err(crate::Error::InvalidHeader {
-                    name: name.escape_debug().to_string(),
-                    reason: "a header name is printable ASCII, without spaces or `:`",
-                });
-            }
+            check_name(name)?;
             check_value(name, value)?;
         }
         Ok(())
     }
+}
+
+/// Checks that `name` can be a header name: non-empty printable ASCII without `:`.
+pub(crate) fn check_name(name: &str) -> Result<(), crate::Error> {
+    if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':') {
+        return Err(crate::Error::InvalidHeader {
+            name: name.escape_debug().to_string(),
+            reason: "a header name is printable ASCII, without spaces or `:`",
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `value` can be the value of header `name`: no line breaks.

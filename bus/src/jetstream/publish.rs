@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::connection::State;
+use async_nats::header::{HeaderName, IntoHeaderName};
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
@@ -29,10 +30,25 @@ enum Failure {
     Fatal(Error),
 }
 
+/// The NATS form of `headers`, which are valid (checked when published).
 pub(crate) fn header_map(headers: &Headers) -> HeaderMap {
     let mut map = HeaderMap::new();
-    for (name, value) in headers.iter() {
-        map.append(name, value);
+    for (i, (fixed, text, value)) in headers.iter_names_static().enumerate() {
+        let name = match fixed {
+            Some(fixed) => HeaderName::from_static(fixed),
+            None => text.into_header_name(),
+        };
+        // A new name is inserted, one lookup less than appending; a repeated one (in any case,
+        // to be safe whatever case rule the map keeps) is appended.
+        let again = headers
+            .iter()
+            .take(i)
+            .any(|(n, _)| n.eq_ignore_ascii_case(text));
+        if again {
+            map.append(name, value);
+        } else {
+            map.insert(name, value);
+        }
     }
     map
 }
