@@ -239,6 +239,8 @@ impl Inner {
             first_error: None,
         };
         let mut inflight = FuturesUnordered::new();
+        // Made once: a clone shares the bytes.
+        let subject = async_nats::Subject::from(topic);
         for (i, item) in items.enumerate() {
             batch.acks.push(None);
             let checked = item.and_then(|(payload, headers)| {
@@ -264,7 +266,7 @@ impl Inner {
                 .payload(payload.clone())
                 .headers(header_map(&headers));
             // Send now, in order; only the acknowledgements are awaited concurrently.
-            let sent = self.publisher.send_publish(topic.to_owned(), message).await;
+            let sent = self.publisher.send_publish(subject.clone(), message).await;
             let slot = batch.free.pop().unwrap_or_else(|| {
                 batch.slots.push(None);
                 batch.slots.len() - 1
