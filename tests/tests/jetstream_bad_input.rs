@@ -48,6 +48,18 @@ async fn record_pings(bus: &EventBus, name: &str) -> Arc<Recorder<u64>> {
     rec
 }
 
+/// Connects with `c`, which the server must accept (`what` says why), and sees one event
+/// published and handled.
+async fn connects_and_delivers(c: EventBusConfig, what: &str) {
+    let bus = EventBus::connect(c)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let rec = record_pings(&bus, "authed").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    rec.wait_for(1, WAIT).await;
+    bus.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_credentials_fail_at_connect() {
     let server = NatsServer::builder().user("svc", "right").start().await;
@@ -71,13 +83,7 @@ async fn wrong_or_missing_credentials_fail_at_connect() {
     let mut c = config(&server);
     c.auth.user = Some("svc".into());
     c.auth.password = Some("right".into());
-    let bus = EventBus::connect(c)
-        .await
-        .expect("right credentials connect");
-    let rec = record_pings(&bus, "authed").await;
-    bus.publish(&Ping::new(1)).await.unwrap();
-    rec.wait_for(1, WAIT).await;
-    bus.close().await.unwrap();
+    connects_and_delivers(c, "right credentials connect").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,13 +131,7 @@ async fn nkey_auth() {
 
     let mut c = config(&server);
     c.auth.nkey = Some(user.seed().unwrap());
-    let bus = EventBus::connect(c)
-        .await
-        .expect("the registered nkey connects");
-    let rec = record_pings(&bus, "nkey_authed").await;
-    bus.publish(&Ping::new(1)).await.unwrap();
-    rec.wait_for(1, WAIT).await;
-    bus.close().await.unwrap();
+    connects_and_delivers(c, "the registered nkey connects").await;
 }
 
 /// A JWT as `nsc` would issue it: header and claims signed by `issuer` (nkeys, ed25519).
@@ -241,13 +241,7 @@ async fn credentials_file_auth() {
 
     let mut c = config(&server);
     c.auth.credentials_file = Some(creds_file(dir.path(), &account));
-    let bus = EventBus::connect(c)
-        .await
-        .expect("a user of the known account connects");
-    let rec = record_pings(&bus, "creds_authed").await;
-    bus.publish(&Ping::new(1)).await.unwrap();
-    rec.wait_for(1, WAIT).await;
-    bus.close().await.unwrap();
+    connects_and_delivers(c, "a user of the known account connects").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
