@@ -393,32 +393,31 @@ async fn place_probe_stream(url: &str, replicas: usize) -> Result<(), String> {
         .timeout(Duration::from_secs(5))
         .build(client.clone());
     let name = "BUS_TEST_PLACEMENT_PROBE";
-    let created = js
-        .request::<_, _, serde_json::Value>(
-            format!("STREAM.CREATE.{name}"),
-            &serde_json::json!({
-                "name": name,
-                "subjects": ["_bus_test.placement_probe"],
-                "storage": "memory",
-                "num_replicas": replicas,
-            }),
-        )
-        .await;
-    let result = match created {
-        Ok(v) => match v.get("error") {
-            None => {
-                let _ = js
-                    .request::<_, _, serde_json::Value>(
-                        format!("STREAM.DELETE.{name}"),
-                        &serde_json::json!({}),
-                    )
-                    .await;
-                Ok(())
-            }
-            Some(e) => Err(e.to_string()),
-        },
-        Err(e) => Err(e.to_string()),
-    };
+    let result = async {
+        let created: serde_json::Value = js
+            .request(
+                format!("STREAM.CREATE.{name}"),
+                &serde_json::json!({
+                    "name": name,
+                    "subjects": ["_bus_test.placement_probe"],
+                    "storage": "memory",
+                    "num_replicas": replicas,
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = created.get("error") {
+            return Err(e.to_string());
+        }
+        let _ = js
+            .request::<_, _, serde_json::Value>(
+                format!("STREAM.DELETE.{name}"),
+                &serde_json::json!({}),
+            )
+            .await;
+        Ok(())
+    }
+    .await;
     let _ = client.drain().await;
     result
 }
