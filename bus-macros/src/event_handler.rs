@@ -370,10 +370,9 @@ fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
     let fn_attrs = &f.attrs;
 
     // The subscription settings, in the order written.
-    let mut spec = quote!(#krate::__private::HandlerSpec::new(#name));
+    let mut spec = TokenStream::new();
     let mut consts = TokenStream::new();
     if let Some(TopicArg::Literal(lit)) = &config.topic {
-        spec.extend(quote!(.filter(#lit)));
         let value = lit.value();
         let ty = event_ty.to_token_stream().to_string().replace(' ', "");
         let invalid = format!("topic {value:?} is not a valid subscription filter");
@@ -450,18 +449,20 @@ fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
     // event type in the turbofish keeps its own span (a type that is not an `Event` is reported
     // there) and a typed topic's check is spanned at its path (a `Topic<Other>` is reported
     // there).
-    let build = match &config.topic {
+    let builder = match &config.topic {
         Some(TopicArg::Path(path)) => {
             let subject = quote_spanned! {path.span()=>
                 #krate::__private::subject_of::<#event_ty, _>(#path)
             };
-            quote_spanned! {ident.span()=>
-                #spec.filter(#subject).build::<#event_ty, _, _>(#handler)
-            }
+            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #subject))
         }
-        _ => quote_spanned! {ident.span()=>
-            #spec.build::<#event_ty, _, _>(#handler)
-        },
+        Some(TopicArg::Literal(lit)) => {
+            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #lit))
+        }
+        None => quote!(#krate::__private::subscription::<#event_ty>(#name)),
+    };
+    let build = quote_spanned! {ident.span()=>
+        #builder #spec .handler(#handler)
     };
 
     let subscribe_doc = if sig.state_ty.is_some() {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::consumer::new_message_id;
 use crate::memory::MemoryBus;
+use crate::outgoing::{encode_event, new_message_id};
 use crate::{BackendKind, Error, Event, EventBusConfig, Headers, IntoSubscription, Topic, headers};
 
 /// The server's acknowledgement of a publish: the event is stored.
@@ -76,10 +76,10 @@ impl EventBus {
     pub async fn connect(config: EventBusConfig) -> Result<EventBus, Error> {
         config.validate()?;
         match config.backend {
-            BackendKind::Memory => Ok(Self::from(MemoryBus::new(config)?)),
+            BackendKind::Memory => Ok(Self::from(MemoryBus::new_validated(config))),
             #[cfg(feature = "jetstream")]
             BackendKind::JetStream => Ok(Self::from(
-                crate::jetstream::JetStreamBus::connect(config).await?,
+                crate::jetstream::JetStreamBus::connect_validated(config).await?,
             )),
             #[cfg(not(feature = "jetstream"))]
             BackendKind::JetStream => Err(Error::Config(
@@ -137,7 +137,7 @@ impl EventBus {
         topic: Topic<E>,
         event: &E,
     ) -> Result<PublishAck, Error> {
-        let (payload, headers) = self.encode(event)?;
+        let (payload, headers) = self.prepare(event)?;
         self.send(topic.as_str(), payload, headers).await
     }
 
@@ -174,7 +174,7 @@ impl EventBus {
         #[cfg(feature = "jetstream")]
         if let Backend::JetStream(j) = &*self.backend {
             return j
-                .publish_batch(E::TOPIC.as_str(), events.map(|e| self.encode(e)))
+                .publish_batch(E::TOPIC.as_str(), events.map(|e| self.prepare(e)))
                 .await;
         }
         let mut acks = Vec::with_capacity(events.size_hint().0);
@@ -184,9 +184,10 @@ impl EventBus {
         Ok(acks)
     }
 
-    /// Encodes an event with its headers, plus `traceparent` when trace context is on.
-    fn encode<E: Event>(&self, event: &E) -> Result<(Bytes, Headers), Error> {
-        let (payload, mut headers) = encode(event)?;
+    /// The payload and headers of a publish of `event`: the encoded event, its id and type,
+    /// and `traceparent` when trace context is on.
+    fn prepare<E: Event>(&self, event: &E) -> Result<(Bytes, Headers), Error> {
+        let (payload, mut headers) = encode_event(event)?;
         if self.trace_context {
             headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
         }
@@ -269,19 +270,4 @@ impl From<MemoryBus> for EventBus {
             backend: Arc::new(Backend::Memory(m)),
         }
     }
-}
-
-/// Encodes an event with its standard headers: message id and type name. The event id becomes
-/// the message id, so it must be a valid header value.
-pub(crate) fn encode<E: Event>(event: &E) -> Result<(Bytes, Headers), Error> {
-    let mut h = Headers::with_capacity(3);
-    match event.event_id() {
-        Some(id) if !id.is_empty() => {
-            crate::message::check_value(headers::MSG_ID, id)?;
-            h.insert_copy(headers::MSG_ID, id);
-        }
-        _ => h.insert(headers::MSG_ID, new_message_id()),
-    }
-    h.insert(headers::EVENT_TYPE, E::FULL_NAME);
-    Ok((Bytes::from(event.encode_to_vec()), h))
 }

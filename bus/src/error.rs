@@ -19,6 +19,14 @@ pub enum Error {
         /// Which rule it breaks and how to fix it.
         reason: &'static str,
     },
+    /// A subscription group (or the consumer name it derives from) breaks the naming rule.
+    #[error("invalid group `{group}`: {reason}")]
+    InvalidGroup {
+        /// The rejected group, escaped.
+        group: String,
+        /// Which rule it breaks and how to fix it.
+        reason: &'static str,
+    },
     /// A header name or value cannot travel in a NATS message.
     #[error("invalid header `{name}`: {reason}")]
     InvalidHeader {

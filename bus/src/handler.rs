@@ -1,13 +1,11 @@
-//! Handlers and subscriptions: how an `async fn` becomes something the bus can deliver to.
+//! Handlers: how an `async fn` or closure taking an event becomes something the bus can call
+//! with a [`RawMessage`].
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
 
-use crate::middleware::{Middleware, Pipeline};
-use crate::{Delivery, Error, ErrorClass, Event, HandlerError, RawMessage, Topic};
+use crate::{Delivery, ErrorClass, Event, HandlerError, RawMessage};
 
 /// The future a handler or middleware returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'static>>;
@@ -81,9 +79,16 @@ where
     }
 }
 
-struct Typed<T, F, Args> {
+/// A [`HandlerFn`] of `T` as a [`Handler`]: decodes `T` from the message, then calls it.
+pub(crate) struct Typed<T, F, Args> {
     f: F,
     _t: PhantomData<fn(T, Args)>,
+}
+
+impl<T, F, Args> Typed<T, F, Args> {
+    pub(crate) fn new(f: F) -> Self {
+        Typed { f, _t: PhantomData }
+    }
 }
 
 impl<T: FromMessage, F: HandlerFn<T, Args>, Args: 'static> Handler for Typed<T, F, Args> {
@@ -91,261 +96,6 @@ impl<T: FromMessage, F: HandlerFn<T, Args>, Args: 'static> Handler for Typed<T, 
         match T::from_message(&msg) {
             Ok(value) => self.f.call(value, msg.delivery),
             Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
-    }
-}
-
-/// Per-subscription delivery settings; unset ones come from [`EventBusConfig`](crate::EventBusConfig).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SubscribeOptions {
-    /// Handlers running at once for this subscription.
-    pub concurrency: Option<usize>,
-    /// One message in flight at a time, in stream order (concurrency 1, one unacknowledged).
-    pub ordered: bool,
-    /// Deliveries before a retryable failure is dead-lettered.
-    pub max_deliver: Option<u32>,
-    /// Redelivery delays after retryable failures (the last one repeats).
-    pub backoff: Option<Vec<Duration>>,
-    /// Messages delivered but not yet acknowledged (including those waiting for redelivery).
-    pub max_ack_pending: Option<usize>,
-    /// How long the server waits for an acknowledgement before redelivering.
-    pub ack_wait: Option<Duration>,
-}
-
-/// A typed or raw handler bound to a topic filter and a group, ready for
-/// [`EventBus::subscribe`](crate::EventBus::subscribe).
-///
-/// ```
-/// use bus::{Subscription, Topic, HandlerError};
-/// # #[derive(Clone, PartialEq, prost::Message)] struct PriceUpdated {}
-/// # impl bus::Event for PriceUpdated {
-/// #     const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.price_updated");
-/// #     const EVENT_TYPE: &'static str = "price_updated";
-/// #     const FULL_NAME: &'static str = "cqc.events.v1.PriceUpdated";
-/// # }
-/// use bus::middleware::{Retry, Timeout};
-/// use std::time::Duration;
-///
-/// let sub = Subscription::new("update_quotes", PriceUpdated::TOPIC)
-///     .group("quotes")
-///     .layer(Retry::new(3))
-///     .layer(Timeout::new(Duration::from_secs(5)))
-///     .concurrency(8)
-///     .handler(|event: PriceUpdated| async move {
-///         let _ = event;
-///         Ok::<_, HandlerError>(())
-///     });
-/// assert_eq!(sub.filter(), "cqc.events.v1.price_updated");
-/// # use bus::Event;
-/// ```
-pub struct Subscription {
-    pub(crate) name: String,
-    pub(crate) filter: String,
-    pub(crate) group: Option<String>,
-    pub(crate) options: SubscribeOptions,
-    pub(crate) event_type: Option<&'static str>,
-    pub(crate) pipeline: Pipeline,
-}
-
-impl Subscription {
-    /// A subscription named `name` to the typed topic `topic`.
-    ///
-    /// `name` identifies the handler: the default group is the configured consumer name plus
-    /// `name`, so keep it stable (on JetStream it names a durable consumer).
-    // It starts the builder that ends in a `Subscription`; `new` reads best at the call site.
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new<E: Event>(name: impl Into<String>, topic: Topic<E>) -> SubscriptionBuilder<E> {
-        SubscriptionBuilder::new(name.into(), topic.as_str().to_owned())
-    }
-
-    /// A subscription of handler `T` (an event type or [`RawMessage`]) to a filter that may
-    /// contain wildcards. The filter is validated here.
-    pub fn with_filter<T: FromMessage>(
-        name: impl Into<String>,
-        filter: &str,
-    ) -> Result<SubscriptionBuilder<T>, Error> {
-        crate::topic::validate_filter(filter)?;
-        Ok(SubscriptionBuilder::new(name.into(), filter.to_owned()))
-    }
-
-    /// A dynamic subscription that receives [`RawMessage`]s, for topics whose type the handler
-    /// does not know (decode them with an event registry, forward them, archive them...).
-    pub fn raw(
-        name: impl Into<String>,
-        filter: &str,
-    ) -> Result<SubscriptionBuilder<RawMessage>, Error> {
-        Self::with_filter(name, filter)
-    }
-
-    /// The handler's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The topic filter.
-    pub fn filter(&self) -> &str {
-        &self.filter
-    }
-
-    /// The explicit group, if one was set.
-    pub fn group(&self) -> Option<&str> {
-        self.group.as_deref()
-    }
-
-    /// The delivery settings.
-    pub fn options(&self) -> &SubscribeOptions {
-        &self.options
-    }
-
-    /// The group this subscription joins given the configured consumer name.
-    pub(crate) fn group_or_default(&self, consumer_name: &str) -> String {
-        match &self.group {
-            Some(g) => g.clone(),
-            None if consumer_name.is_empty() => self.name.clone(),
-            None => format!("{consumer_name}-{}", self.name),
-        }
-    }
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("name", &self.name)
-            .field("filter", &self.filter)
-            .field("group", &self.group)
-            .field("event_type", &self.event_type)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Anything [`EventBus::subscribe`](crate::EventBus::subscribe) accepts: a [`Subscription`], or
-/// what `#[event_handler]` generates.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be subscribed as it is",
-    label = "not a subscription",
-    note = "subscribe a `Subscription`, an `#[event_handler]` function by name, or, for an \
-            `#[event_handler]` that takes `State<T>`, `handler.with_state(state)`"
-)]
-pub trait IntoSubscription {
-    /// Converts into a subscription.
-    fn into_subscription(self) -> Subscription;
-}
-
-impl IntoSubscription for Subscription {
-    fn into_subscription(self) -> Subscription {
-        self
-    }
-}
-
-/// Builds a [`Subscription`]; finish with [`handler`](SubscriptionBuilder::handler).
-#[must_use = "a subscription builder does nothing until `.handler(...)` is called and the result subscribed"]
-pub struct SubscriptionBuilder<T> {
-    name: String,
-    filter: String,
-    group: Option<String>,
-    options: SubscribeOptions,
-    layers: Vec<Box<dyn Middleware>>,
-    _t: PhantomData<fn(T)>,
-}
-
-impl<T> std::fmt::Debug for SubscriptionBuilder<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscriptionBuilder")
-            .field("name", &self.name)
-            .field("filter", &self.filter)
-            .field("group", &self.group)
-            .field("layers", &self.layers.len())
-            .field("options", &self.options)
-            .finish()
-    }
-}
-
-impl<T: FromMessage> SubscriptionBuilder<T> {
-    fn new(name: String, filter: String) -> Self {
-        SubscriptionBuilder {
-            name,
-            filter,
-            group: None,
-            options: SubscribeOptions::default(),
-            layers: Vec::new(),
-            _t: PhantomData,
-        }
-    }
-
-    /// Joins `group`: subscriptions in the same group share the events (each to one of them);
-    /// different groups each receive every event.
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
-        self
-    }
-
-    /// Adds a middleware. The first one added is the outermost: it sees the message first and
-    /// the outcome last.
-    pub fn layer(mut self, middleware: impl Middleware) -> Self {
-        self.layers.push(Box::new(middleware));
-        self
-    }
-
-    /// Runs up to `n` handlers at once (at least 1).
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.options.concurrency = Some(n.max(1));
-        self
-    }
-
-    /// One message at a time, in order: the next one is delivered only after this one is
-    /// acknowledged or dead-lettered.
-    pub fn ordered(mut self) -> Self {
-        self.options.ordered = true;
-        self
-    }
-
-    /// Deliveries before a retryable failure is dead-lettered (at least 1).
-    pub fn max_deliver(mut self, n: u32) -> Self {
-        self.options.max_deliver = Some(n.max(1));
-        self
-    }
-
-    /// Redelivery delays after retryable failures; the last one repeats.
-    pub fn backoff(mut self, delays: impl Into<Vec<Duration>>) -> Self {
-        self.options.backoff = Some(delays.into());
-        self
-    }
-
-    /// Messages delivered but not yet acknowledged, at most (at least 1).
-    pub fn max_ack_pending(mut self, n: usize) -> Self {
-        self.options.max_ack_pending = Some(n.max(1));
-        self
-    }
-
-    /// How long the server waits for an acknowledgement before redelivering.
-    pub fn ack_wait(mut self, wait: Duration) -> Self {
-        self.options.ack_wait = Some(wait);
-        self
-    }
-
-    /// Replaces all delivery settings at once.
-    pub fn options(mut self, options: SubscribeOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// Finishes the subscription with its handler: an `async fn` or closure taking `T`, or `T`
-    /// and the [`Delivery`], returning `Result<(), E>` with `E: Into<HandlerError>`.
-    pub fn handler<F, Args>(self, f: F) -> Subscription
-    where
-        F: HandlerFn<T, Args>,
-        Args: 'static,
-    {
-        let handler: Arc<dyn Handler> = Arc::new(Typed::<T, F, Args> { f, _t: PhantomData });
-        Subscription {
-            name: self.name,
-            filter: self.filter,
-            group: self.group,
-            options: self.options,
-            event_type: T::FULL_NAME,
-            pipeline: Pipeline::new(self.layers, handler),
         }
     }
 }

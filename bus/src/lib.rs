@@ -39,37 +39,43 @@
 //! ```
 
 mod bus;
+mod capture;
 pub mod config;
-mod consumer;
+mod delivery;
 mod error;
 mod event;
 mod handler;
+pub mod headers;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 mod macro_support;
 pub mod memory;
 mod message;
 pub mod middleware;
+mod outgoing;
 pub mod registry;
 mod state;
+mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;
 mod trace;
+mod util;
 
 pub use crate::bus::{EventBus, Health, PublishAck};
 pub use crate::config::{BackendKind, EventBusConfig};
 pub use crate::error::{BoxError, Error, ErrorClass, HandlerError, ResultExt};
 pub use crate::event::Event;
-pub use crate::handler::{
-    FromMessage, Handler, HandlerFn, HandlerFuture, IntoSubscription, SubscribeOptions,
-    Subscription, SubscriptionBuilder,
-};
+pub use crate::handler::{FromMessage, Handler, HandlerFn, HandlerFuture};
+pub use crate::headers::Headers;
 #[cfg(feature = "jetstream")]
 pub use crate::jetstream::JetStreamBus;
 pub use crate::memory::MemoryBus;
-pub use crate::message::{Delivery, Headers, RawMessage, headers};
+pub use crate::message::{Delivery, RawMessage};
 pub use crate::state::State;
+pub use crate::subscription::{
+    IntoSubscription, SubscribeOptions, Subscription, SubscriptionBuilder,
+};
 pub use crate::topic::Topic;
 pub use bus_macros::event_handler;
 
@@ -78,8 +84,8 @@ pub use bus_macros::event_handler;
 pub mod __private {
     // What `#[event_handler]` expansions name.
     pub use crate::macro_support::{
-        HandlerEvent, HandlerResult, HandlerSpec, TopicOf, filter_is_valid, filter_within,
-        subject_of, topic_of,
+        HandlerEvent, HandlerResult, TopicOf, filter_is_valid, filter_within, subject_of,
+        subscription, subscription_on, topic_of,
     };
     pub use bytes::Bytes;
     pub use prost;

@@ -4,13 +4,7 @@
 //! `#[diagnostic::on_unimplemented]` message, so a wrong event type, return type or topic gives
 //! one error that says what to do instead of a cascade from the builder's bounds.
 
-use std::future::Future;
-use std::time::Duration;
-
-use crate::handler::SubscriptionBuilder;
-use crate::middleware::Middleware;
-use crate::topic::check_subject;
-use crate::{Delivery, Event, HandlerError, SubscribeOptions, Subscription, Topic};
+use crate::{Event, HandlerError, Subscription, SubscriptionBuilder, Topic};
 
 /// An [`Event`], as the first argument of an `#[event_handler]`.
 #[diagnostic::on_unimplemented(
@@ -73,122 +67,25 @@ pub const fn topic_of<E: HandlerEvent>() -> &'static str {
 
 /// Whether `filter` is a valid subscription filter: the very rule the runtime applies.
 pub const fn filter_is_valid(filter: &str) -> bool {
-    check_subject(filter, true).is_ok()
+    bus_names::check_filter(filter).is_ok()
 }
 
-/// Whether `filter` is `topic` itself or a subject under it (`topic.x`, `topic.*`, `topic.>`),
-/// so it can only match topics that carry the same event type.
-pub const fn filter_within(filter: &str, topic: &str) -> bool {
-    let (f, t) = (filter.as_bytes(), topic.as_bytes());
-    if f.len() < t.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < t.len() {
-        if f[i] != t[i] {
-            return false;
-        }
-        i += 1;
-    }
-    f.len() == t.len() || f[t.len()] == b'.'
+pub use bus_names::filter_within;
+
+/// The builder of handler `name` on `E`'s topic.
+pub fn subscription<E: HandlerEvent>(name: &'static str) -> SubscriptionBuilder<E> {
+    Subscription::new(name, E::TOPIC)
 }
 
-/// What an `#[event_handler]` attribute configures, before the event type is applied.
-#[must_use = "a handler spec does nothing until built"]
-pub struct HandlerSpec {
+/// The builder of handler `name` on `filter`: a literal checked by the macro and by a `const`
+/// in the expansion (with the rule `Subscription::with_filter` applies), or the subject of a
+/// `Topic<E>`; so this cannot fail.
+pub fn subscription_on<E: HandlerEvent>(
     name: &'static str,
-    filter: Option<&'static str>,
-    group: Option<&'static str>,
-    layers: Vec<Box<dyn Middleware>>,
-    options: SubscribeOptions,
-}
-
-impl HandlerSpec {
-    /// A handler named `name` on its event's topic, with no middleware.
-    pub fn new(name: &'static str) -> Self {
-        HandlerSpec {
-            name,
-            filter: None,
-            group: None,
-            layers: Vec::new(),
-            options: SubscribeOptions::default(),
-        }
-    }
-
-    /// Listens on `filter`: a literal checked by the macro and by a `const` in the expansion, or
-    /// the subject of a `Topic<E>`.
-    pub fn filter(mut self, filter: &'static str) -> Self {
-        self.filter = Some(filter);
-        self
-    }
-
-    /// Joins `group`.
-    pub fn group(mut self, group: &'static str) -> Self {
-        self.group = Some(group);
-        self
-    }
-
-    /// Adds a middleware, inside the ones added before.
-    pub fn layer(mut self, middleware: impl Middleware) -> Self {
-        self.layers.push(Box::new(middleware));
-        self
-    }
-
-    /// Handlers running at once.
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.options.concurrency = Some(n);
-        self
-    }
-
-    /// One message at a time, in order.
-    pub fn ordered(mut self) -> Self {
-        self.options.ordered = true;
-        self
-    }
-
-    /// Deliveries before a retryable failure is dead-lettered.
-    pub fn max_deliver(mut self, n: u32) -> Self {
-        self.options.max_deliver = Some(n);
-        self
-    }
-
-    /// Redelivery delays.
-    pub fn backoff(mut self, delays: Vec<Duration>) -> Self {
-        self.options.backoff = Some(delays);
-        self
-    }
-
-    /// The subscription of handler `f` on `E`'s topic (or the literal filter).
-    pub fn build<E, F, Fut>(self, f: F) -> Subscription
-    where
-        E: HandlerEvent,
-        F: Fn(E, Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-    {
-        let builder = match self.filter {
-            // A literal filter was checked in a `const` with `filter_is_valid`, the rule
-            // `with_filter` applies, and a `Topic<E>` subject is stricter: this cannot fail.
-            Some(filter) => Subscription::with_filter::<E>(self.name, filter)
-                .unwrap_or_else(|e| panic!("#[event_handler] `{}`: {e}", self.name)),
-            None => Subscription::new(self.name, E::TOPIC),
-        };
-        self.finish(builder, f)
-    }
-
-    fn finish<E, F, Fut>(self, mut builder: SubscriptionBuilder<E>, f: F) -> Subscription
-    where
-        E: HandlerEvent,
-        F: Fn(E, Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-    {
-        if let Some(group) = self.group {
-            builder = builder.group(group);
-        }
-        for layer in self.layers {
-            builder = builder.layer(layer);
-        }
-        builder.options(self.options).handler(f)
-    }
+    filter: &'static str,
+) -> SubscriptionBuilder<E> {
+    Subscription::with_filter::<E>(name, filter)
+        .unwrap_or_else(|e| panic!("#[event_handler] `{name}`: {e}"))
 }
 
 /// Subscriptions from a list of handlers, for

@@ -6,10 +6,9 @@
 //! across services reads as one trace; an event published elsewhere starts a new trace. Receivers
 //! that do not know the header ignore it.
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::util::random_u64;
 
 tokio::task_local! {
     static CURRENT: TraceParent;
@@ -74,11 +73,7 @@ impl TraceParent {
 
 /// A non-zero random 64-bit id.
 fn random() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    RandomState::new()
-        .hash_one((n, std::time::SystemTime::now()))
-        .max(1)
+    random_u64().max(1)
 }
 
 /// The `traceparent` for an event published now: a child of the event being handled by this

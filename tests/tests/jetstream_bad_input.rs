@@ -458,41 +458,43 @@ async fn replicas_without_a_cluster_say_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_consumer_name_sources_are_errors_and_odd_ones_are_made_valid() {
+async fn groups_that_cannot_name_a_consumer_are_errors_and_valid_ones_name_it() {
     let server = NatsServer::start().await;
     let mut c = config(&server);
     c.consumer_name = String::new();
     let bus = EventBus::connect(c).await.unwrap();
     let noop = |_: Ping| async { Ok::<_, HandlerError>(()) };
 
+    // An empty consumer name and an empty handler name leave no group.
     let err = bus
         .subscribe(Subscription::new("", Ping::TOPIC).handler(noop))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
-    assert!(err.to_string().contains("group is empty"), "{err}");
-    let err = bus
-        .subscribe(
-            Subscription::new("h", Ping::TOPIC)
-                .group("line\nbreak")
-                .handler(noop),
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("control characters"), "{err}");
-
-    // Dots, wildcards and spaces are replaced; the two groups still get their own consumers.
-    let dotted = record_pings_group(&bus, "team.billing *>").await;
-    let plain = record_pings_group(&bus, "team_billing___").await;
-    bus.publish(&Ping::new(1)).await.unwrap();
-    dotted.wait_for(1, WAIT).await;
-    plain.wait_for(1, WAIT).await;
-    let names = consumer_names(&server.url(), "CQC_EVENTS").await;
-    assert_eq!(names.len(), 2, "{names:?}");
-    for n in &names {
-        assert!(n.starts_with("team_billing____"), "{n}");
-        assert!(!n.contains(['.', '*', '>', ' ']), "{n}");
+    assert!(matches!(err, Error::InvalidGroup { .. }), "{err}");
+    assert!(err.to_string().contains("empty"), "{err}");
+    for bad in ["line\nbreak", "team.billing", "a b", "a*"] {
+        let err = bus
+            .subscribe(Subscription::new("h", Ping::TOPIC).group(bad).handler(noop))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidGroup { .. }), "{bad:?}: {err}");
+        assert!(err.to_string().contains("letters, digits"), "{err}");
     }
+
+    // Two groups, two consumers, each named by its group and a hash of (group, filter).
+    let billing = record_pings_group(&bus, "team_billing").await;
+    let audit = record_pings_group(&bus, "team-audit").await;
+    bus.publish(&Ping::new(1)).await.unwrap();
+    billing.wait_for(1, WAIT).await;
+    audit.wait_for(1, WAIT).await;
+    let names = consumer_names(&server.url(), "CQC_EVENTS").await;
+    assert_eq!(
+        names,
+        [
+            bus::jetstream::durable_name("team-audit", Ping::TOPIC.as_str()).unwrap(),
+            bus::jetstream::durable_name("team_billing", Ping::TOPIC.as_str()).unwrap(),
+        ]
+    );
     bus.close().await.unwrap();
 }
 

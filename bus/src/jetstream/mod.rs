@@ -63,11 +63,12 @@
 //! acks are not sent for messages pulled but waiting for a free handler slot, so keep
 //! `max_ack_pending` near `concurrency × ack_wait / handler time`.
 
+mod api;
 mod connect;
-mod names;
+mod consumers;
 mod publish;
+mod pull;
 mod streams;
-mod subscriber;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,9 +78,10 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::names::durable_name;
-use crate::consumer::Resolved;
-use crate::topic::validate_filter;
+pub use self::consumers::durable_name;
+use self::pull::PullSource;
+use crate::capture::Capture;
+use crate::delivery::{DeliverySettings, Worker};
 use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
 
 /// The JetStream event bus. Cheap to clone; clones share the connection.
@@ -94,12 +96,11 @@ pub(crate) struct Inner {
     js: async_nats::jetstream::Context,
     /// For publishes: the same connection, with the attempt timeout for acks.
     publisher: async_nats::jetstream::Context,
-    /// (stream name, subjects it captures on the server): events stream, then dead letters.
-    streams: Vec<(String, Vec<String>)>,
-    /// Every subject of `streams`.
-    captured: Vec<String>,
+    /// Which stream captures which subjects, as the server has them.
+    capture: Capture,
     closed: AtomicBool,
-    drained: AtomicBool,
+    /// Set once `close()` drained the connection.
+    connection_drained: AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -108,7 +109,7 @@ impl std::fmt::Debug for JetStreamBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamBus")
             .field("servers", &self.inner.config.servers)
-            .field("streams", &self.inner.streams)
+            .field("streams", &self.inner.capture)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -118,6 +119,11 @@ impl JetStreamBus {
     /// Connects to the configured servers and makes sure both streams exist as configured.
     pub async fn connect(config: EventBusConfig) -> Result<Self, Error> {
         config.validate()?;
+        Self::connect_validated(config).await
+    }
+
+    /// [`connect`](Self::connect) for a configuration that was validated already.
+    pub(crate) async fn connect_validated(config: EventBusConfig) -> Result<Self, Error> {
         let client = connect::connect(&config).await?;
         let timeout = config.publish_timeout.max(Duration::from_secs(5));
         let js = async_nats::jetstream::ContextBuilder::new()
@@ -126,30 +132,21 @@ impl JetStreamBus {
         let publisher = async_nats::jetstream::ContextBuilder::new()
             .timeout(Inner::attempt_timeout(&config))
             .build(client.clone());
-        let captured_all = streams::ensure_streams(&js, &config).await?;
-        let events_subjects: Vec<String> = captured_all
-            .iter()
-            .filter(|s| !crate::topic::filter_covers(&config.dead_letter.filter(), s))
-            .cloned()
-            .collect();
-        let streams = vec![
-            (config.stream_name.clone(), events_subjects),
-            (
-                config.dead_letter.stream_name.clone(),
-                vec![config.dead_letter.filter()],
-            ),
-        ];
-        tracing::info!(servers = ?config.servers, streams = ?streams, "JetStream bus connected");
+        let (events, dead_letters) = streams::ensure_streams(&js, &config).await?;
+        let capture = Capture::new([
+            (config.stream_name.clone(), events),
+            (config.dead_letter.stream_name.clone(), dead_letters),
+        ]);
+        tracing::info!(servers = ?config.servers, streams = ?capture, "JetStream bus connected");
         Ok(JetStreamBus {
             inner: Arc::new(Inner {
                 config,
                 client,
                 js,
                 publisher,
-                streams,
-                captured: captured_all,
+                capture,
                 closed: AtomicBool::new(false),
-                drained: AtomicBool::new(false),
+                connection_drained: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -190,43 +187,45 @@ impl JetStreamBus {
 
     pub(crate) async fn subscribe(&self, sub: Subscription) -> Result<(), Error> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        validate_filter(&sub.filter)?;
-        let Some((stream, _)) = inner.streams.iter().find(|(_, subjects)| {
-            subjects
-                .iter()
-                .any(|s| crate::topic::filter_covers(s, &sub.filter))
-        }) else {
-            return Err(Error::NoStream { topic: sub.filter });
-        };
-        let group = sub.group_or_default(&inner.config.consumer_name);
-        let durable = durable_name(&group, &sub.filter)?;
-        let settings = Resolved::new(&sub.options, &inner.config);
-        let config = subscriber::consumer_config(&durable, &group, &sub.filter, &settings);
-        let consumer = subscriber::ensure_consumer(
+        let checked = sub.check(
+            &inner.config,
+            &inner.capture,
+            inner.closed.load(Ordering::Acquire),
+        )?;
+        let durable = bus_names::durable_name(&checked.group, &sub.filter);
+        let settings = DeliverySettings::new(&sub.options, &inner.config);
+        let config = consumers::consumer_config(&durable, &checked.group, &sub.filter, &settings);
+        consumers::ensure_consumer(
             &inner.js,
-            stream,
+            &checked.stream,
             config.clone(),
             inner.config.publish_timeout,
+        )
+        .await?;
+        let group: std::sync::Arc<str> = checked.group.into();
+        let source = PullSource::open(
+            Arc::clone(inner),
+            checked.stream,
+            config,
+            Arc::clone(&group),
+            &sub.filter,
         )
         .await?;
         tracing::debug!(
             name = %sub.name, filter = %sub.filter, group = %group, consumer = %durable,
             concurrency = settings.concurrency, "JetStream subscription started"
         );
-        let member = subscriber::Member {
-            bus: Arc::clone(inner),
-            stream: stream.clone(),
-            consumer,
-            config,
-            group: group.into(),
-            fixed_topic: (!sub.filter.contains(['*', '>'])).then(|| Arc::from(sub.filter.as_str())),
+        let worker = Worker {
+            source,
             pipeline: sub.pipeline,
             settings,
+            dead_letters: inner.config.dead_letter.clone(),
+            name: sub.name.into(),
+            group,
+            shutdown: inner.shutdown.clone(),
+            drain_timeout: inner.config.drain_timeout,
         };
-        inner.tasks.spawn(member.run());
+        inner.tasks.spawn(worker.run());
         Ok(())
     }
 
@@ -247,7 +246,7 @@ impl JetStreamBus {
             tracing::warn!("flushing the NATS connection timed out at close");
         }
         let drained = tokio::time::timeout(wait, inner.client.drain()).await;
-        inner.drained.store(true, Ordering::Release);
+        inner.connection_drained.store(true, Ordering::Release);
         match drained {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -281,11 +280,12 @@ impl JetStreamBus {
         )
         .await;
         match round_trip {
-            Ok(Ok(reply)) => match streams::api_error(&reply) {
+            Ok(Ok(reply)) => match api::ApiError::of(&reply) {
                 None => Health::Healthy,
-                Some((code, _, desc)) => {
-                    Health::Unhealthy(format!("JetStream answered with error {code}: {desc}"))
-                }
+                Some(e) => Health::Unhealthy(format!(
+                    "JetStream answered with error {}: {}",
+                    e.status, e.description
+                )),
             },
             Ok(Err(e)) => Health::Unhealthy(format!("JetStream round trip failed: {e}")),
             Err(_) => Health::Unhealthy("JetStream did not answer within 2s".into()),

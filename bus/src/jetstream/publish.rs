@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::Inner;
-use crate::topic::filter_covers as covers;
+use crate::delivery::DeadLetter;
 use crate::{Error, Headers, PublishAck};
 
 /// Acknowledgements in flight at most during a batch publish.
@@ -81,11 +81,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Whether one of the bus's streams captures `topic`.
-    pub(crate) fn captures(&self, subject: &str) -> bool {
-        self.captured.iter().any(|s| covers(s, subject))
-    }
-
     /// How long one publish attempt waits for its acknowledgement (the timeout of the
     /// publishing context), before it is retried with the same message id.
     pub(crate) fn attempt_timeout(config: &crate::EventBusConfig) -> Duration {
@@ -106,17 +101,38 @@ impl Inner {
             .await
     }
 
-    /// Like [`publish`](Self::publish) without the closed check: for dead letters during close.
-    pub(crate) async fn publish_unchecked(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        headers: &Headers,
-    ) -> Result<PublishAck, Error> {
-        self.check_size(topic, &payload)?;
-        let deadline = Instant::now() + self.config.publish_timeout;
-        self.publish_until(topic, payload, headers, deadline, None)
-            .await
+    /// Stores a dead letter, retrying transient failures until it is stored (its message id
+    /// `dlq:{group}:{sequence}` makes retries safe), also while the bus closes. Returns whether
+    /// it is stored; a permanent failure is logged and leaves the original unacknowledged.
+    pub(crate) async fn store_dead_letter(&self, letter: &DeadLetter) -> bool {
+        let mut failures = 0u32;
+        loop {
+            let stored = match self.check_size(&letter.subject, &letter.payload) {
+                Ok(()) => {
+                    let deadline = Instant::now() + self.config.publish_timeout;
+                    let payload = letter.payload.clone();
+                    self.publish_until(&letter.subject, payload, &letter.headers, deadline, None)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(_) => return true,
+                Err(e) if e.is_retryable() => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "dead letter not stored yet; retrying");
+                    let delay = Duration::from_millis(100u64 << failures.min(5));
+                    tokio::time::sleep(delay.min(Duration::from_secs(3))).await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        subject = %letter.subject, error = %e,
+                        "dead letter cannot be stored; the message is left unacknowledged in its stream"
+                    );
+                    return false;
+                }
+            }
+        }
     }
 
     async fn publish_until(
@@ -182,7 +198,7 @@ impl Inner {
         match e.kind() {
             // No responders: nothing listens on the subject. For a subject one of our streams
             // captures this is a stream (leader) that is briefly unavailable.
-            PublishErrorKind::StreamNotFound if self.captures(topic) => {
+            PublishErrorKind::StreamNotFound if self.capture.stream_of(topic).is_some() => {
                 Failure::Transient("no stream answered (stream unavailable)".into())
             }
             PublishErrorKind::StreamNotFound => Failure::Fatal(Error::NoStream {
@@ -208,17 +224,15 @@ impl Inner {
                         retryable: false,
                         source: j.to_string().into(),
                     }),
-                    None if self.closed.load(Ordering::Acquire) && self.client_gone() => {
+                    None if self.closed.load(Ordering::Acquire)
+                        && self.connection_drained.load(Ordering::Acquire) =>
+                    {
                         Failure::Fatal(Error::Closed)
                     }
                     None => Failure::Transient(e.to_string()),
                 }
             }
         }
-    }
-
-    fn client_gone(&self) -> bool {
-        self.drained.load(Ordering::Acquire)
     }
 
     /// Publishes many messages on `topic` with up to [`BATCH_WINDOW`] acknowledgements in
@@ -250,13 +264,13 @@ impl Inner {
             let (payload, headers) = match checked {
                 Ok(item) => item,
                 Err(e) => {
-                    settle((i, Err(e)), &mut batch.acks, &mut batch.first_error);
+                    record((i, Err(e)), &mut batch.acks, &mut batch.first_error);
                     break;
                 }
             };
             while inflight.len() >= BATCH_WINDOW {
                 if let Some(done) = inflight.next().await {
-                    self.finish(topic, done, &mut batch).await;
+                    self.await_ack(topic, done, &mut batch).await;
                 }
             }
             if batch.first_error.is_some() {
@@ -271,7 +285,7 @@ impl Inner {
                 batch.slots.push(None);
                 batch.slots.len() - 1
             });
-            batch.slots[slot] = Some(Retry {
+            batch.slots[slot] = Some(InFlight {
                 index: i,
                 payload,
                 headers,
@@ -283,11 +297,11 @@ impl Inner {
                     inflight
                         .push(std::future::IntoFuture::into_future(ack).map(move |r| (slot, r)));
                 }
-                Err(e) => self.finish(topic, (slot, Err(e)), &mut batch).await,
+                Err(e) => self.await_ack(topic, (slot, Err(e)), &mut batch).await,
             }
         }
         while let Some(done) = inflight.next().await {
-            self.finish(topic, done, &mut batch).await;
+            self.await_ack(topic, done, &mut batch).await;
         }
         if let Some((_, e)) = batch.first_error {
             return Err(e);
@@ -303,8 +317,9 @@ impl Inner {
             })
     }
 
-    /// Settles one publish of a batch; a transient failure is retried here, with its id.
-    async fn finish(
+    /// Records the acknowledgement of one publish of a batch; a transient failure is retried
+    /// here, with its id.
+    async fn await_ack(
         &self,
         topic: &str,
         (slot, result): (
@@ -327,7 +342,7 @@ impl Inner {
                 }
             },
         };
-        settle((p.index, result), &mut batch.acks, &mut batch.first_error);
+        record((p.index, result), &mut batch.acks, &mut batch.first_error);
     }
 }
 
@@ -335,7 +350,7 @@ impl Inner {
 struct Batch {
     acks: Vec<Option<PublishAck>>,
     /// What a retry of each in-flight publish needs, by slot.
-    slots: Vec<Option<Retry>>,
+    slots: Vec<Option<InFlight>>,
     /// Slots free for reuse.
     free: Vec<usize>,
     /// The earliest failed publish and its error.
@@ -343,7 +358,7 @@ struct Batch {
 }
 
 /// One in-flight publish of a batch, kept for a retry with the same headers (and message id).
-struct Retry {
+struct InFlight {
     index: usize,
     payload: Bytes,
     headers: Headers,
@@ -351,7 +366,7 @@ struct Retry {
 }
 
 /// Records the outcome of publish `i`, keeping the error of the earliest failed one.
-fn settle(
+fn record(
     (i, result): (usize, Result<PublishAck, Error>),
     acks: &mut [Option<PublishAck>],
     first_error: &mut Option<(usize, Error)>,

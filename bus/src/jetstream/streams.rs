@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::Context;
+use async_nats::jetstream::{Context, ErrorCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::api::{self, ApiError};
 use crate::config::Storage;
 use crate::topic::filter_covers as covers;
 use crate::{Error, EventBusConfig};
@@ -26,11 +27,12 @@ struct Wanted<'a> {
     duplicate_window: Option<Duration>,
 }
 
-/// Creates or checks both streams; returns every subject they capture (as on the server).
+/// Creates or checks both streams; returns the subjects each captures (as on the server): the
+/// events stream's, then the dead-letter stream's.
 pub(crate) async fn ensure_streams(
     js: &Context,
     config: &EventBusConfig,
-) -> Result<Vec<String>, Error> {
+) -> Result<(Vec<String>, Vec<String>), Error> {
     let s = &config.stream;
     let events = Wanted {
         name: &config.stream_name,
@@ -48,60 +50,9 @@ pub(crate) async fn ensure_streams(
         max_age: None,
         duplicate_window: None,
     };
-    let mut captured = ensure(js, &events, config.publish_timeout).await?;
-    captured.extend(ensure(js, &dead_letters, config.publish_timeout).await?);
-    Ok(captured)
-}
-
-/// A JetStream API reply: the value, or the API error `(code, err_code, description)`.
-pub(crate) fn api_error(reply: &Value) -> Option<(u64, u64, String)> {
-    let e = reply.get("error")?;
-    Some((
-        e.get("code").and_then(Value::as_u64).unwrap_or(0),
-        e.get("err_code").and_then(Value::as_u64).unwrap_or(0),
-        e.get("description")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown error")
-            .to_owned(),
-    ))
-}
-
-const STREAM_NOT_FOUND: u64 = 10059;
-const STREAM_NAME_EXISTS: u64 = 10058;
-const NO_SUITABLE_PEERS: u64 = 10005;
-
-/// Sends a JetStream API request, retrying while JetStream is not answering or not ready
-/// (no responders, timeouts, 503) for up to `patience`.
-pub(crate) async fn api(
-    js: &Context,
-    subject: &str,
-    body: &Value,
-    patience: Duration,
-) -> Result<Value, Error> {
-    let deadline = Instant::now() + patience;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let last = match js.request::<_, _, Value>(subject.to_owned(), body).await {
-            Ok(reply) => match api_error(&reply) {
-                Some((503, _, desc)) => format!("JetStream is not ready: {desc}"),
-                _ => return Ok(reply),
-            },
-            Err(e) => format!("JetStream did not answer `$JS.API.{subject}`: {e}"),
-        };
-        if Instant::now() + delay > deadline {
-            return Err(Error::Backend {
-                context: format!(
-                    "{last} (for {patience:?}); check that nats-server runs with JetStream \
-                     enabled (`-js`) and, in a cluster, that a quorum of servers is up"
-                ),
-                retryable: true,
-                source: last.into(),
-            });
-        }
-        tracing::debug!(subject, error = %last, "JetStream API request retried");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
+    let events = ensure(js, &events, config.publish_timeout).await?;
+    let dead_letters = ensure(js, &dead_letters, config.publish_timeout).await?;
+    Ok((events, dead_letters))
 }
 
 fn storage_str(s: Storage) -> &'static str {
@@ -126,13 +77,12 @@ fn show(d: Duration) -> String {
 async fn ensure(js: &Context, w: &Wanted<'_>, patience: Duration) -> Result<Vec<String>, Error> {
     let patience = patience.max(Duration::from_secs(10));
     for _ in 0..3 {
-        let info = api(js, &format!("STREAM.INFO.{}", w.name), &json!({}), patience).await?;
-        match api_error(&info) {
+        let info =
+            api::request(js, &format!("STREAM.INFO.{}", w.name), &json!({}), patience).await?;
+        match ApiError::of(&info) {
             None => return check_and_extend(js, w, info, patience).await,
-            Some((_, STREAM_NOT_FOUND, _)) => {}
-            Some((code, err_code, desc)) => {
-                return Err(backend(w.name, "reading", code, err_code, desc));
-            }
+            Some(e) if e.code == ErrorCode::STREAM_NOT_FOUND => {}
+            Some(e) => return Err(refused(w.name, "reading", e)),
         }
         let config = json!({
             "name": w.name,
@@ -150,16 +100,14 @@ async fn ensure(js: &Context, w: &Wanted<'_>, patience: Duration) -> Result<Vec<
             "max_msgs_per_subject": -1,
         });
         let reply = create(js, w.name, &config, patience).await?;
-        match api_error(&reply) {
+        match ApiError::of(&reply) {
             None => {
                 tracing::info!(stream = w.name, subjects = ?w.subjects, "stream created");
                 return Ok(w.subjects.clone());
             }
             // Another process created it meanwhile: compare with what it made.
-            Some((_, STREAM_NAME_EXISTS, _)) => continue,
-            Some((code, err_code, desc)) => {
-                return Err(backend(w.name, "creating", code, err_code, desc));
-            }
+            Some(e) if e.code == ErrorCode::STREAM_NAME_EXIST => continue,
+            Some(e) => return Err(refused(w.name, "creating", e)),
         }
     }
     Err(Error::Backend {
@@ -182,10 +130,10 @@ async fn create(
 ) -> Result<Value, Error> {
     let deadline = Instant::now() + patience;
     loop {
-        let reply = api(js, &format!("STREAM.CREATE.{stream}"), config, patience).await?;
-        match api_error(&reply) {
-            Some((_, NO_SUITABLE_PEERS, desc)) if Instant::now() < deadline => {
-                tracing::debug!(stream, error = desc, "stream placement retried");
+        let reply = api::request(js, &format!("STREAM.CREATE.{stream}"), config, patience).await?;
+        match ApiError::of(&reply) {
+            Some(e) if e.code == ErrorCode::CLUSTER_NO_PEERS && Instant::now() < deadline => {
+                tracing::debug!(stream, error = e.description, "stream placement retried");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             _ => return Ok(reply),
@@ -193,23 +141,31 @@ async fn create(
     }
 }
 
-fn backend(stream: &str, action: &str, code: u64, err_code: u64, desc: String) -> Error {
-    let hint = match err_code {
-        10074 => ": replicas > 1 needs a JetStream cluster; set `stream.replicas = 1`",
-        NO_SUITABLE_PEERS => {
+/// The error for a refused stream request, with what to do about the common refusals.
+fn refused(stream: &str, action: &str, e: ApiError) -> Error {
+    let hint = match e.code {
+        ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED => {
+            ": replicas > 1 needs a JetStream cluster; set `stream.replicas = 1`"
+        }
+        ErrorCode::CLUSTER_NO_PEERS => {
             ": the cluster has fewer JetStream servers up than `stream.replicas`; \
              start more servers or lower `stream.replicas`"
         }
-        10065 => ": another stream already captures these subjects; pick other `stream.subjects`",
-        10023 | 10047 | 10028 => ": the server lacks resources for this stream",
+        ErrorCode::STREAM_SUBJECT_OVERLAP => {
+            ": another stream already captures these subjects; pick other `stream.subjects`"
+        }
+        ErrorCode::INSUFFICIENT_RESOURCES
+        | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+        | ErrorCode::MEMORY_RESOURCES_EXCEEDED => ": the server lacks resources for this stream",
         _ => "",
     };
     Error::Backend {
         context: format!(
-            "{action} stream `{stream}` failed (JetStream error {code}/{err_code}){hint}"
+            "{action} stream `{stream}` failed (JetStream error {}/{}){hint}",
+            e.status, e.code.0
         ),
-        retryable: code == 503 || err_code == NO_SUITABLE_PEERS,
-        source: desc.into(),
+        retryable: e.is_unavailable() || e.code == ErrorCode::CLUSTER_NO_PEERS,
+        source: e.description.into(),
     }
 }
 
@@ -299,9 +255,9 @@ async fn check_and_extend(
     }
     subjects.extend(missing.iter().cloned());
     config["subjects"] = json!(subjects);
-    let reply = api(js, &format!("STREAM.UPDATE.{}", w.name), &config, patience).await?;
-    if let Some((code, err_code, desc)) = api_error(&reply) {
-        return Err(backend(w.name, "adding subjects to", code, err_code, desc));
+    let reply = api::request(js, &format!("STREAM.UPDATE.{}", w.name), &config, patience).await?;
+    if let Some(e) = ApiError::of(&reply) {
+        return Err(refused(w.name, "adding subjects to", e));
     }
     tracing::info!(stream = w.name, added = ?missing, "subjects added to existing stream");
     Ok(subjects)

@@ -17,26 +17,25 @@
 //! subscribers of the dead-letter subjects and also kept, the latest
 //! [`DEAD_LETTER_CAPACITY`] of them, for [`MemoryBus::dead_letters`].
 
+mod group;
+
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tokio_util::time::DelayQueue;
 
-use crate::consumer::{self, Resolved, Started, Verdict};
+use self::group::{GroupMember, Queued};
+use crate::capture::Capture;
+use crate::delivery::{DeadLetter as Letter, DeliverySettings, Worker};
 use crate::message::Meta;
-use crate::middleware::Pipeline;
-use crate::topic::{filter_covers, filter_matches, validate_filter};
-use crate::{Delivery, Error, EventBusConfig, Headers, PublishAck, RawMessage, Subscription};
+use crate::topic::filter_matches;
+use crate::util::{lock, read, write};
+use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
 
 /// The largest payload accepted, as on a default NATS server (1 MiB).
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
@@ -44,37 +43,13 @@ pub const MAX_PAYLOAD: usize = 1024 * 1024;
 /// How many dead letters [`MemoryBus::dead_letters`] keeps.
 pub const DEAD_LETTER_CAPACITY: usize = 10_000;
 
-/// An event as stored; clones share the metadata and the payload bytes.
-#[derive(Clone, Debug)]
-struct Stored {
-    meta: Arc<Meta>,
-    payload: Bytes,
-}
-
-/// An event in a group's queue. Its metadata travels by value and is put behind an `Arc` by
-/// the consumer: an allocation made on the publishing thread and freed on another one costs
-/// several times one that stays on its thread.
-#[derive(Clone, Debug)]
-struct Queued {
-    meta: Meta,
-    payload: Bytes,
-}
-
-impl From<Queued> for Stored {
-    fn from(q: Queued) -> Self {
-        Stored {
-            meta: Arc::new(q.meta),
-            payload: q.payload,
-        }
-    }
-}
-
 /// One (filter, group): one bounded queue shared by the group's members.
-struct Group {
+pub(crate) struct Group {
     filter: String,
     name: Arc<str>,
     tx: mpsc::Sender<Queued>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    /// Shared by the group's members, each taking what its free handler slots can start.
+    rx: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
 }
 
 /// Where a topic goes: resolved once per topic and cached until the subscriptions change.
@@ -99,8 +74,10 @@ pub struct DeadLetter {
     pub headers: Headers,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: EventBusConfig,
+    /// Which stream captures which subjects, as configured.
+    capture: Capture,
     groups: RwLock<Arc<[Arc<Group>]>>,
     routes: RwLock<HashMap<Box<str>, Route>>,
     /// Serializes subscribe calls so two members of a new group find the same queue.
@@ -151,8 +128,14 @@ impl MemoryBus {
     /// A memory bus with `config` (its JetStream-only settings are ignored).
     pub fn new(config: EventBusConfig) -> Result<Self, Error> {
         config.validate()?;
-        Ok(MemoryBus {
+        Ok(Self::new_validated(config))
+    }
+
+    /// [`new`](Self::new) for a configuration that was validated already.
+    pub(crate) fn new_validated(config: EventBusConfig) -> Self {
+        MemoryBus {
             inner: Arc::new(Inner {
+                capture: Capture::configured(&config),
                 config,
                 groups: RwLock::new(Arc::from(Vec::new())),
                 routes: RwLock::new(HashMap::new()),
@@ -163,7 +146,7 @@ impl MemoryBus {
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
-        })
+        }
     }
 
     /// The configuration.
@@ -187,58 +170,28 @@ impl MemoryBus {
 
     pub(crate) async fn subscribe(&self, sub: Subscription) -> Result<(), Error> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        validate_filter(&sub.filter)?;
-        if !inner.captured(&sub.filter, true) {
-            return Err(Error::NoStream { topic: sub.filter });
-        }
-        let group_name = sub.group_or_default(&inner.config.consumer_name);
-        let settings = Resolved::new(&sub.options, &inner.config);
-        let group = {
-            let _serial = lock(&inner.subscribe_lock);
-            let groups = inner
-                .groups
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            match groups
-                .iter()
-                .find(|g| g.filter == sub.filter && *g.name == *group_name)
-            {
-                Some(g) => Arc::clone(g),
-                None => {
-                    let (tx, rx) = mpsc::channel(inner.config.memory_queue_capacity);
-                    let g = Arc::new(Group {
-                        filter: sub.filter.clone(),
-                        name: group_name.into(),
-                        tx,
-                        rx: Arc::new(tokio::sync::Mutex::new(rx)),
-                    });
-                    let mut next: Vec<_> = groups.iter().cloned().collect();
-                    next.push(Arc::clone(&g));
-                    *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = next.into();
-                    inner
-                        .routes
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clear();
-                    g
-                }
-            }
-        };
+        let checked = sub.check(
+            &inner.config,
+            &inner.capture,
+            inner.closed.load(Ordering::Acquire),
+        )?;
+        let settings = DeliverySettings::new(&sub.options, &inner.config);
+        let group = inner.join(&sub.filter, checked.group);
         tracing::debug!(
             name = %sub.name, filter = %group.filter, group = %group.name,
             concurrency = settings.concurrency, "memory subscription started"
         );
-        let member = Member {
-            bus: Arc::clone(inner),
-            group,
+        let worker = Worker {
+            source: GroupMember::new(Arc::clone(inner), Arc::clone(&group)),
             pipeline: sub.pipeline,
             settings,
+            dead_letters: inner.config.dead_letter.clone(),
+            name: sub.name.into(),
+            group: Arc::clone(&group.name),
+            shutdown: inner.shutdown.clone(),
+            drain_timeout: inner.config.drain_timeout,
         };
-        inner.tasks.spawn(member.run());
+        inner.tasks.spawn(worker.run());
         Ok(())
     }
 
@@ -251,12 +204,8 @@ impl MemoryBus {
         inner.shutdown.cancel();
         inner.tasks.close();
         inner.tasks.wait().await;
-        *inner.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(Vec::new());
-        inner
-            .routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        *write(&inner.groups) = Arc::from(Vec::new());
+        write(&inner.routes).clear();
         Ok(())
     }
 
@@ -265,50 +214,48 @@ impl MemoryBus {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Inner {
-    /// Whether a stream captures `subject` (events stream or dead letters); with `filter`, the
-    /// whole filter must fall inside one stream subject, as JetStream requires of a consumer.
-    fn captured(&self, subject: &str, filter: bool) -> bool {
-        let dlq = self.config.dead_letter.filter();
-        let check = |stream_subject: &str| {
-            if filter {
-                filter_covers(stream_subject, subject)
-            } else {
-                filter_matches(stream_subject, subject)
-            }
-        };
-        self.config.stream.subjects.iter().any(|s| check(s)) || check(&dlq)
+    /// The group `name` on `filter`, created if it is new.
+    fn join(&self, filter: &str, name: String) -> Arc<Group> {
+        // Serialized, so two members of a new group find the same queue.
+        let _serial = lock(&self.subscribe_lock);
+        let groups = read(&self.groups).clone();
+        if let Some(g) = groups
+            .iter()
+            .find(|g| g.filter == filter && *g.name == *name)
+        {
+            return Arc::clone(g);
+        }
+        let (tx, rx) = mpsc::channel(self.config.memory_queue_capacity);
+        let group = Arc::new(Group {
+            filter: filter.to_owned(),
+            name: name.into(),
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+        });
+        let mut next: Vec<_> = groups.iter().cloned().collect();
+        next.push(Arc::clone(&group));
+        *write(&self.groups) = next.into();
+        write(&self.routes).clear();
+        group
     }
 
     /// The route of `topic`, from the cache or resolved now.
     fn route(&self, topic: &str) -> Route {
-        if let Some(route) = self
-            .routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-        {
+        if let Some(route) = read(&self.routes).get(topic) {
             return route.clone();
         }
-        let groups = self
-            .groups
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let groups = read(&self.groups).clone();
         let route = Route {
             topic: topic.into(),
-            captured: self.captured(topic, false),
+            captured: self.capture.stream_of(topic).is_some(),
             groups: groups
                 .iter()
                 .filter(|g| filter_matches(&g.filter, topic))
                 .cloned()
                 .collect(),
         };
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let mut routes = write(&self.routes);
         if routes.len() >= ROUTE_CACHE_CAPACITY {
             routes.clear();
         }
@@ -415,15 +362,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Publishes a dead letter to its subject and keeps a copy.
-    async fn dead_letter(&self, delivery: &Delivery, payload: Bytes, error: &crate::HandlerError) {
-        let subject = self.config.dead_letter.subject_for(delivery.topic());
-        let headers = consumer::dead_letter_headers(delivery, error);
-        tracing::warn!(
-            topic = delivery.topic(), group = delivery.group(), attempt = delivery.attempt(),
-            class = error.class().as_str(), error = %error, dead_letter = %subject,
-            "message dead-lettered"
-        );
+    /// Keeps a dead letter and delivers it to the subscribers of its subject.
+    async fn store_dead_letter(&self, letter: Letter) {
+        let Letter {
+            subject,
+            payload,
+            headers,
+        } = letter;
         {
             let mut kept = lock(&self.dead_letters);
             if kept.len() == DEAD_LETTER_CAPACITY {
@@ -441,164 +386,5 @@ impl Inner {
         {
             tracing::error!(error = %e, "dead letter kept but not delivered to its subscribers");
         }
-    }
-}
-
-/// One `subscribe` call: pulls from its group's queue and runs the handler.
-struct Member {
-    bus: Arc<Inner>,
-    group: Arc<Group>,
-    pipeline: Pipeline,
-    settings: Resolved,
-}
-
-/// What a finished delivery leaves to do: nothing, or a redelivery after a delay.
-type Settled = Option<(Stored, u32, Duration)>;
-
-/// A delivery still in progress: a running handler, or a dead letter being published.
-type BoxSettle<'a> = Pin<Box<dyn Future<Output = Settled> + Send + 'a>>;
-
-impl Member {
-    fn delivery(&self, stored: &Stored, attempt: u32) -> Delivery {
-        Delivery {
-            meta: Arc::clone(&stored.meta),
-            group: Arc::clone(&self.group.name),
-            attempt,
-        }
-    }
-
-    /// Settles a delivery that ended with `outcome`: acknowledged, to redeliver, or to
-    /// dead-letter (which needs a publish, so it is returned as a future; a rare path).
-    fn conclude(
-        &self,
-        stored: Stored,
-        attempt: u32,
-        outcome: Result<(), crate::HandlerError>,
-    ) -> Result<Settled, BoxSettle<'_>> {
-        match self.settings.verdict(attempt, outcome) {
-            Verdict::Ack => Ok(None),
-            Verdict::Redeliver(delay, e) => {
-                tracing::debug!(topic = %stored.meta.topic, attempt, error = %e, ?delay, "redelivering");
-                Ok(Some((stored, attempt + 1, delay)))
-            }
-            Verdict::DeadLetter(e) => Err(Box::pin(async move {
-                let delivery = self.delivery(&stored, attempt);
-                self.bus.dead_letter(&delivery, stored.payload, &e).await;
-                None
-            })),
-        }
-    }
-
-    /// Drives a handler that did not finish at its first poll, then settles it.
-    async fn finish(&self, stored: Stored, attempt: u32, rest: consumer::Running) -> Settled {
-        let outcome = rest.finish().await;
-        match self.conclude(stored, attempt, outcome) {
-            Ok(settled) => settled,
-            Err(dead_letter) => dead_letter.await,
-        }
-    }
-
-    async fn run(self) {
-        let Resolved {
-            concurrency,
-            max_ack_pending,
-            ..
-        } = self.settings;
-        let shutdown = self.bus.shutdown.clone();
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        let mut running: FuturesUnordered<BoxSettle<'_>> = FuturesUnordered::new();
-        let mut delayed: DelayQueue<(Stored, u32)> = DelayQueue::new();
-        let mut ready: VecDeque<(Stored, u32)> = VecDeque::new();
-        let mut pending = 0usize; // running + delayed + ready: delivered, not yet settled
-        let mut batch = Vec::with_capacity(concurrency.min(64));
-        let rx = Arc::clone(&self.group.rx);
-        let this = &self;
-        loop {
-            while running.len() < concurrency {
-                let Some((stored, attempt)) = ready.pop_front() else {
-                    break;
-                };
-                // Most handlers finish without waiting: settle those right here and only
-                // give the ones that are still pending a place in `running`.
-                let msg = RawMessage {
-                    payload: stored.payload.clone(),
-                    delivery: this.delivery(&stored, attempt),
-                };
-                let outcome =
-                    match consumer::start(&this.pipeline, msg, this.settings.trace_context).await {
-                        Started::Done(outcome) => outcome,
-                        Started::Running(rest) => {
-                            running.push(Box::pin(this.finish(stored, attempt, rest)));
-                            continue;
-                        }
-                    };
-                match this.conclude(stored, attempt, outcome) {
-                    Ok(settled) => settle(settled, &mut delayed, &mut pending),
-                    Err(dead_letter) => running.push(dead_letter),
-                }
-            }
-            let room = (concurrency - running.len()).min(max_ack_pending - pending);
-            tokio::select! {
-                biased;
-                _ = &mut cancelled => break,
-                Some(settled) = running.next(), if !running.is_empty() => {
-                    settle(settled, &mut delayed, &mut pending);
-                }
-                Some(expired) = delayed.next(), if !delayed.is_empty() => {
-                    ready.push_back(expired.into_inner());
-                }
-                n = async { rx.lock().await.recv_many(&mut batch, room).await },
-                    if room > 0 && ready.is_empty() =>
-                {
-                    if n == 0 {
-                        break; // the queue is gone: the bus is closing
-                    }
-                    pending += n;
-                    ready.extend(batch.drain(..).map(|q| (Stored::from(q), 1)));
-                    if n < room {
-                        // The queue ran dry: give the publishers a moment before parking, so
-                        // the next wake-up brings a batch rather than a single message.
-                        tokio::task::yield_now().await;
-                    }
-                }
-            }
-        }
-        // Closing: no new messages; let in-flight handlers finish, within the drain timeout.
-        let in_flight = running.len();
-        let drain = async { while running.next().await.is_some() {} };
-        if tokio::time::timeout(self.bus.config.drain_timeout, drain)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                group = %self.group.name, in_flight,
-                timeout = ?self.bus.config.drain_timeout,
-                "handlers still running at the drain timeout were cancelled"
-            );
-        }
-        let mut queued = 0;
-        if let Ok(mut rx) = rx.try_lock() {
-            while rx.try_recv().is_ok() {
-                queued += 1;
-            }
-        }
-        let discarded = delayed.len() + ready.len() + queued;
-        if discarded > 0 {
-            tracing::warn!(
-                group = %self.group.name, discarded,
-                "memory bus closed with undelivered events or pending redeliveries; \
-                 they are discarded (the memory backend keeps nothing across close)"
-            );
-        }
-    }
-}
-
-fn settle(settled: Settled, delayed: &mut DelayQueue<(Stored, u32)>, pending: &mut usize) {
-    match settled {
-        Some((stored, attempt, delay)) => {
-            delayed.insert((stored, attempt), delay);
-        }
-        None => *pending -= 1,
     }
 }

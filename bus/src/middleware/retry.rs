@@ -1,5 +1,3 @@
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use super::{Middleware, Next};
@@ -78,18 +76,12 @@ impl Retry {
         let exp = self.multiplier.powi(retry.saturating_sub(1).min(64) as i32);
         let base = self.initial_delay.as_secs_f64() * exp;
         let spread = if self.jitter > 0.0 {
-            1.0 + self.jitter * (2.0 * unit_random() - 1.0)
+            1.0 + self.jitter * (2.0 * crate::util::random_unit() - 1.0)
         } else {
             1.0
         };
         Duration::from_secs_f64((base * spread).min(self.max_delay.as_secs_f64()).max(0.0))
     }
-}
-
-/// A uniform number in `[0, 1)`; good enough to spread retries, not for anything secret.
-fn unit_random() -> f64 {
-    let bits = RandomState::new().hash_one(std::time::Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Middleware for Retry {

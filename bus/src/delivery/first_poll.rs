@@ -1,0 +1,66 @@
+//! Running a handler's pipeline: the first poll happens in place, inside the delivery's trace and
+//! with panics caught; only a handler still waiting after it becomes a future of its own.
+//!
+//! Most handlers finish at their first poll (they do not wait for anything), so this saves a
+//! boxed future per delivery.
+
+use std::panic::AssertUnwindSafe;
+use std::task::Poll;
+
+use futures::FutureExt;
+
+use crate::middleware::{Pipeline, panic_error};
+use crate::trace::{self, TraceParent};
+use crate::{HandlerError, HandlerFuture, RawMessage, headers};
+
+/// A handler after its first poll.
+pub(crate) enum FirstPoll {
+    /// It finished.
+    Finished(Result<(), HandlerError>),
+    /// It is waiting for something; [`Waiting::finish`] drives it to the end.
+    Waiting(Waiting),
+}
+
+/// A handler that did not finish at its first poll.
+pub(crate) struct Waiting {
+    handler: HandlerFuture,
+    parent: Option<TraceParent>,
+}
+
+impl Waiting {
+    /// Drives the handler to the end, in its trace, with panics caught.
+    pub(crate) async fn finish(self) -> Result<(), HandlerError> {
+        let caught = AssertUnwindSafe(self.handler).catch_unwind();
+        trace::within(self.parent, caught)
+            .await
+            .unwrap_or_else(|panic| Err(panic_error(&*panic)))
+    }
+}
+
+/// Starts the pipeline on `msg` and polls it once, in the delivery's trace (with
+/// `trace_context`), with panics caught.
+pub(crate) async fn first_poll(
+    pipeline: &Pipeline,
+    msg: RawMessage,
+    trace_context: bool,
+) -> FirstPoll {
+    let parent = trace_context
+        .then(|| msg.delivery.headers().get(headers::TRACEPARENT))
+        .flatten()
+        .and_then(TraceParent::parse);
+    let mut msg = Some(msg);
+    std::future::poll_fn(|cx| {
+        let msg = msg.take().expect("a ready poll_fn is polled once");
+        let first = trace::sync_within(parent, || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut handler = pipeline.run(msg);
+                match handler.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => FirstPoll::Finished(outcome),
+                    Poll::Pending => FirstPoll::Waiting(Waiting { handler, parent }),
+                }
+            }))
+        });
+        Poll::Ready(first.unwrap_or_else(|panic| FirstPoll::Finished(Err(panic_error(&*panic)))))
+    })
+    .await
+}

@@ -1,0 +1,302 @@
+//! Message [`Headers`], and the names of the headers the bus writes and reads.
+//!
+//! | header | written by | meaning |
+//! |---|---|---|
+//! | [`MSG_ID`] (`Nats-Msg-Id`) | every publish | the event's `event_id`, or a generated id; the server drops a repeat inside its duplicate window |
+//! | [`EVENT_TYPE`] (`Bus-Event-Type`) | typed publishes | the full protobuf name of the payload |
+//! | [`TRACEPARENT`] (`traceparent`) | publishes with `trace_context` | W3C trace context |
+//! | `Bus-Dlq-*` ([`DLQ_TOPIC`] ...) | dead letters | where the event came from and why it failed |
+//!
+//! A dead letter keeps the original's headers, except that the original `Nats-Msg-Id` moves to
+//! [`DLQ_MSG_ID`] and the dead letter's own `Nats-Msg-Id` is `dlq:{group}:{stream sequence}`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use smallvec::SmallVec;
+
+/// The message id; the server drops a second publish with the same id inside the stream's
+/// duplicate window. Set from [`Event::event_id`](crate::Event::event_id) when it has one.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// The full protobuf name of the payload, e.g. `cqc.events.v1.AssetCreated`.
+pub const EVENT_TYPE: &str = "Bus-Event-Type";
+/// W3C trace context, when tracing is on.
+pub const TRACEPARENT: &str = "traceparent";
+/// Dead letter: the topic the event was published on.
+pub const DLQ_TOPIC: &str = "Bus-Dlq-Topic";
+/// Dead letter: the event's sequence number in its stream.
+pub const DLQ_STREAM_SEQ: &str = "Bus-Dlq-Stream-Seq";
+/// Dead letter: how many times the event was delivered.
+pub const DLQ_DELIVERIES: &str = "Bus-Dlq-Deliveries";
+/// Dead letter: the subscription group that gave up on it.
+pub const DLQ_GROUP: &str = "Bus-Dlq-Group";
+/// Dead letter: the [`ErrorClass`](crate::ErrorClass) of the last failure.
+pub const DLQ_ERROR_CLASS: &str = "Bus-Dlq-Error-Class";
+/// Dead letter: the last error's message.
+pub const DLQ_ERROR: &str = "Bus-Dlq-Error";
+/// Dead letter: the original event's `Nats-Msg-Id`. The dead letter's own `Nats-Msg-Id` is
+/// `dlq:{group}:{stream sequence}`, so a retried dead-letter publish is stored once.
+pub const DLQ_MSG_ID: &str = "Bus-Dlq-Msg-Id";
+
+/// A header name or value: a `'static` string, a short one stored inline, or a long one on the
+/// heap. With the inline form and the inline entries of [`Headers`], the headers of a typical
+/// event (its id and its type) cost no allocation of their own: that matters on the memory
+/// backend, where headers are built on the publishing thread and dropped on another one.
+#[derive(Clone)]
+enum Text {
+    Static(&'static str),
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+/// The longest text stored inline: a UUID (36) fits.
+const INLINE: usize = 38;
+
+impl Text {
+    fn copy(s: &str) -> Text {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                Text::Inline { len, bytes }
+            }
+            _ => Text::Heap(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                .expect("inline text is a copy of a whole `str`"),
+            Text::Heap(s) => s,
+        }
+    }
+}
+
+impl From<Cow<'static, str>> for Text {
+    fn from(s: Cow<'static, str>) -> Self {
+        match s {
+            Cow::Borrowed(s) => Text::Static(s),
+            Cow::Owned(s) if s.len() <= INLINE => Text::copy(&s),
+            Cow::Owned(s) => Text::Heap(s.into_boxed_str()),
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+/// Message headers: an ordered list of name/value pairs; names compare case-insensitively.
+///
+/// Names and values are `&'static str` or `String` (anything into `Cow<'static, str>`).
+///
+/// ```
+/// use bus::Headers;
+///
+/// let mut h = Headers::new();
+/// h.insert("Nats-Msg-Id", "order-42");
+/// h.insert("tenant", format!("t-{}", 7));
+/// assert_eq!(h.get("nats-msg-id"), Some("order-42"));
+/// assert_eq!(h.iter().count(), 2);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: SmallVec<[(Text, Text); 3]>,
+}
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Headers {
+            entries: SmallVec::new_const(),
+        }
+    }
+
+    /// No headers, with room for `n`.
+    pub fn with_capacity(n: usize) -> Self {
+        Headers {
+            entries: SmallVec::with_capacity(n),
+        }
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `name` to `value`, replacing earlier values.
+    pub fn insert(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) {
+        let name = Text::from(name.into());
+        self.remove(name.as_str());
+        self.entries.push((name, Text::from(value.into())));
+    }
+
+    /// Sets `name` to a copy of `value`; short values cost no allocation.
+    pub(crate) fn insert_copy(&mut self, name: &'static str, value: &str) {
+        self.remove(name);
+        self.entries.push((Text::Static(name), Text::copy(value)));
+    }
+
+    /// Adds a value for `name`, keeping earlier ones.
+    pub fn append(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) {
+        self.entries
+            .push((Text::from(name.into()), Text::from(value.into())));
+    }
+
+    /// Removes every value of `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.entries
+            .retain(|(n, _)| !n.as_str().eq_ignore_ascii_case(name));
+    }
+
+    /// All entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// All entries in order, each name with its `'static` form when it has one (the header
+    /// names the bus writes), so the wire encoding can skip copying it.
+    pub(crate) fn iter_names_static(
+        &self,
+    ) -> impl Iterator<Item = (Option<&'static str>, &str, &str)> {
+        self.entries.iter().map(|(n, v)| {
+            let fixed = match n {
+                Text::Static(s) => Some(*s),
+                _ => None,
+            };
+            (fixed, n.as_str(), v.as_str())
+        })
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Checks that every entry can travel in a NATS message: names are non-empty printable
+    /// ASCII without `:`, values have no line breaks. Publishing checks this; the memory
+    /// backend too, so a header that NATS would refuse fails in tests already.
+    ///
+    /// ```
+    /// use bus::{Error, Headers};
+    ///
+    /// let mut h = Headers::new();
+    /// h.insert("tenant", "t-7");
+    /// assert!(h.validate().is_ok());
+    /// h.insert("bad name", "x");
+    /// assert!(matches!(h.validate(), Err(Error::InvalidHeader { .. })));
+    /// ```
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        for (name, value) in self.iter() {
+            check_name(name)?;
+            check_value(name, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `name` can be a header name: non-empty printable ASCII without `:`.
+pub(crate) fn check_name(name: &str) -> Result<(), crate::Error> {
+    if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':') {
+        return Err(crate::Error::InvalidHeader {
+            name: name.escape_debug().to_string(),
+            reason: "a header name is printable ASCII, without spaces or `:`",
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `value` can be the value of header `name`: no line breaks.
+pub(crate) fn check_value(name: &str, value: &str) -> Result<(), crate::Error> {
+    // `contains` on bytes is a vectorised memchr: this check is on every typed publish.
+    if value.as_bytes().contains(&b'\n') || value.as_bytes().contains(&b'\r') {
+        return Err(crate::Error::InvalidHeader {
+            name: name.to_owned(),
+            reason: "a header value cannot contain a line break (CR or LF)",
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<N, V> FromIterator<(N, V)> for Headers
+where
+    N: Into<Cow<'static, str>>,
+    V: Into<Cow<'static, str>>,
+{
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Headers {
+            entries: iter
+                .into_iter()
+                .map(|(n, v)| (Text::from(n.into()), Text::from(v.into())))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_of_every_length_round_trip() {
+        let long = "x".repeat(INLINE + 1);
+        let uuid = "6f1c2a5e-3b7d-4c8e-9a0f-1d2e3f4a5b6c";
+        let mut h = Headers::new();
+        h.insert("static", "value");
+        h.insert(String::from("owned-short"), uuid.to_owned());
+        h.insert("owned-long", long.clone());
+        h.insert_copy("copied", "évènement-42");
+        h.append("static", String::new());
+        assert!(matches!(h.entries[1].1, Text::Inline { .. }));
+        assert!(matches!(h.entries[2].1, Text::Heap(_)));
+        assert_eq!(h.get("STATIC"), Some("value"));
+        assert_eq!(h.get("owned-short"), Some(uuid));
+        assert_eq!(h.get("owned-long"), Some(long.as_str()));
+        assert_eq!(h.get("copied"), Some("évènement-42"));
+        assert_eq!(h.len(), 5);
+        let all: Vec<_> = h.iter().collect();
+        assert_eq!(all[4], ("static", ""));
+        assert_eq!(h.clone(), h);
+    }
+
+    #[test]
+    fn insert_replaces_and_remove_removes_every_value() {
+        let mut h: Headers = [("a", "1"), ("A", "2"), ("b", "3")].into_iter().collect();
+        h.insert("a", "4");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("b", "3"), ("a", "4")]);
+        h.remove("B");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("a", "4")]);
+        // Equality compares text, whatever its storage.
+        let mut other = Headers::new();
+        other.insert(String::from("a"), String::from("4"));
+        assert_eq!(h, other);
+    }
+}

@@ -1,0 +1,46 @@
+//! What every publish sends besides the payload: the message id and the event type.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::{Error, Event, Headers, headers};
+
+/// Encodes an event with its standard headers: message id and type name. The event id becomes
+/// the message id, so it must be a valid header value.
+pub(crate) fn encode_event<E: Event>(event: &E) -> Result<(Bytes, Headers), Error> {
+    let mut h = Headers::with_capacity(3);
+    match event.event_id() {
+        Some(id) if !id.is_empty() => {
+            crate::headers::check_value(headers::MSG_ID, id)?;
+            h.insert_copy(headers::MSG_ID, id);
+        }
+        _ => h.insert(headers::MSG_ID, new_message_id()),
+    }
+    h.insert(headers::EVENT_TYPE, E::FULL_NAME);
+    Ok((Bytes::from(event.encode_to_vec()), h))
+}
+
+/// A message id unique to this process run: 32 hex digits, a random per-process prefix and a
+/// counter.
+pub(crate) fn new_message_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(crate::util::random_u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique() {
+        let a = new_message_id();
+        let b = new_message_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+}
