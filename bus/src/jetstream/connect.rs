@@ -23,12 +23,7 @@ pub(crate) async fn connect(config: &EventBusConfig) -> Result<async_nats::Clien
         .collect::<Result<Vec<_>, _>>()?;
     let options = options(config).await?;
     options.connect(addrs).await.map_err(|e| {
-        // rustls rejections (untrusted CA, wrong name) reach us as I/O errors.
-        let tls_rejected = {
-            let text = e.to_string();
-            text.contains("certificate") || text.contains("TLS") || text.contains("tls")
-        };
-        let kind = if tls_rejected && e.kind() == ConnectErrorKind::Io {
+        let kind = if e.kind() == ConnectErrorKind::Io && is_tls_failure(&e) {
             ConnectErrorKind::Tls
         } else {
             e.kind()
@@ -56,6 +51,27 @@ pub(crate) async fn connect(config: &EventBusConfig) -> Result<async_nats::Clien
         };
         Error::Connect { servers, source }
     })
+}
+
+/// Whether a connect error comes from the TLS handshake: rustls' rejections (an untrusted
+/// certificate, a wrong name, a server that does not speak TLS) reach async-nats as I/O errors
+/// that carry a `rustls::Error`.
+fn is_tls_failure(e: &async_nats::ConnectError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<async_nats::rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 async fn options(config: &EventBusConfig) -> Result<ConnectOptions, Error> {
