@@ -421,11 +421,22 @@ impl EventBusConfig {
             ("stream_name", &self.stream_name),
             ("dead_letter.stream_name", &self.dead_letter.stream_name),
         ] {
-            if name.is_empty() || name.contains(['.', '*', '>', ' ', '/', '\\']) {
+            if !bus_names::is_valid_stream_name(name) {
                 return bad(format!(
-                    "`{what}` = {name:?} is not a valid stream name: use letters, digits, `-` and `_`"
+                    "`{what}` = {name:?} is not a valid stream name: {}",
+                    bus_names::STREAM_NAME_RULE
                 ));
             }
+        }
+        // The default group of a handler is `{consumer_name}-{handler}`: the same rule.
+        if !self.consumer_name.is_empty()
+            && let Err(e) = bus_names::check_group(&self.consumer_name)
+        {
+            return bad(format!(
+                "`consumer_name` = {:?} cannot start a group name: {}",
+                self.consumer_name,
+                e.reason()
+            ));
         }
         if self.backend == BackendKind::JetStream {
             if self.servers.is_empty() {

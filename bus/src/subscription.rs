@@ -286,7 +286,7 @@ impl<T: FromMessage> SubscriptionBuilder<T> {
     }
 
     /// Finishes the subscription with its handler: an `async fn` or closure taking `T`, or `T`
-    /// and the [`Delivery`], returning `Result<(), E>` with `E: Into<HandlerError>`.
+    /// and the [`Delivery`](crate::Delivery), returning `Result<(), E>` with `E: Into<HandlerError>`.
     pub fn handler<F, Args>(self, f: F) -> Subscription
     where
         F: HandlerFn<T, Args>,

@@ -71,7 +71,7 @@ pub fn free_port() -> u16 {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("binding a loopback port");
-        let mut taken = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = crate::util::lock(&PORTS);
         if taken.get_or_insert_with(HashSet::new).insert(port) {
             return port;
         }
