@@ -28,9 +28,13 @@
 //!   created (`DeliverPolicy::New`, as the memory backend); a durable consumer then keeps its
 //!   place across restarts. Subscriptions with the same group, in one process or many, share
 //!   the consumer and so the events.
+//! - **Pulling**: the subscription asks the server for as many messages as its handlers can
+//!   start within half of `ack_wait` (estimated from how long they take), so the rest of
+//!   a backlog stays with the server for whichever member of the group has room.
 //! - **Delivery**: up to `concurrency` handlers at once per subscription (ordered mode: one,
-//!   with `max_ack_pending = 1`, so the server keeps stream order). While a handler runs, an
-//!   in-progress ack is sent every `ack_wait / 3`, so a long handler keeps its message. `Ok` is
+//!   with `max_ack_pending = 1`, so the server keeps stream order). While a handler runs, and
+//!   while a pulled message waits for a handler slot, an in-progress ack is sent every
+//!   `ack_wait / 3`, so the message keeps its delivery count. `Ok` is
 //!   acked; a retryable error with deliveries left is NAKed with the backoff delay; the last
 //!   failed attempt (known from the delivery count the server sends with the message, not from
 //!   advisories), a permanent error, an undecodable payload or a panic is published to the
@@ -59,9 +63,7 @@
 //! field is sent. Stream updates go through raw JSON and keep 2.10+ fields intact.
 //!
 //! Limits: a consumer killed during the *last* allowed delivery of a message leaves it in the
-//! stream without a dead letter (the server stops redelivering at `max_deliver`); in-progress
-//! acks are not sent for messages pulled but waiting for a free handler slot, so keep
-//! `max_ack_pending` near `concurrency × ack_wait / handler time`.
+//! stream without a dead letter (the server stops redelivering at `max_deliver`).
 
 mod api;
 mod connect;
