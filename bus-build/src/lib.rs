@@ -177,31 +177,153 @@ impl Builder {
         includes: &[impl AsRef<Path>],
     ) -> io::Result<()> {
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_owned()).collect();
-        let out_dir = match &self.out_dir {
-            Some(dir) => dir.clone(),
+        let out_dir = self.resolved_out_dir()?;
+        let compiler = self.parse(protos, &includes)?;
+        let events = self.find_events(&compiler.descriptor_pool(), &includes)?;
+        let modules = self.generate(compiler.file_descriptor_set(), &events)?;
+        write_modules(&out_dir, modules)
+    }
+
+    /// The configured output directory, else `$OUT_DIR`.
+    fn resolved_out_dir(&self) -> io::Result<PathBuf> {
+        match &self.out_dir {
+            Some(dir) => Ok(dir.clone()),
             None => std::env::var_os("OUT_DIR")
                 .map(PathBuf::from)
                 .ok_or_else(|| {
                     io::Error::other(
                         "OUT_DIR is not set: call bus-build from a build script, or set `out_dir`",
                     )
-                })?,
-        };
+                }),
+        }
+    }
 
-        let mut compiler = protox::Compiler::with_file_resolver(resolver(&includes));
+    /// Parses and checks `protos` and everything they import, with source info for error
+    /// locations; tells cargo to rerun when any file read changes, if asked to.
+    fn parse(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[PathBuf],
+    ) -> io::Result<protox::Compiler> {
+        let mut compiler = protox::Compiler::with_file_resolver(resolver(includes));
         compiler.include_imports(true).include_source_info(true);
         for proto in protos {
-            compiler.open_file(proto.as_ref()).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidInput, describe(&e, &includes))
-            })?;
+            compiler
+                .open_file(proto.as_ref())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, describe(&e, includes)))?;
         }
         if self.emit_rerun_if_changed {
             rerun_if_changed(&compiler);
         }
+        Ok(compiler)
+    }
 
-        let events = self.find_events(&compiler.descriptor_pool(), &includes)?;
-        let fds = compiler.file_descriptor_set();
+    /// The events of every package, in declaration order, with their topics checked. All the
+    /// errors found are reported together, one per line.
+    fn find_events(
+        &self,
+        pool: &prost_reflect::DescriptorPool,
+        includes: &[PathBuf],
+    ) -> io::Result<BTreeMap<String, Vec<codegen::EventSpec>>> {
+        let topic_ext = pool.get_extension_by_name(TOPIC_OPTION);
+        let mut events: BTreeMap<String, Vec<codegen::EventSpec>> = BTreeMap::new();
+        let mut owners = TopicOwners::new();
+        let mut errors = Vec::new();
 
+        for file in pool.files().filter(is_user_file) {
+            for message in file.messages() {
+                let explicit = topic_ext
+                    .as_ref()
+                    .and_then(|ext| topic_option(&message, ext));
+                if !self.is_event(&message, explicit.is_some()) {
+                    continue;
+                }
+                let topic = self
+                    .checked_topic(&message, explicit, includes)
+                    .and_then(|topic| claim_topic(&mut owners, topic, &message, includes));
+                match topic {
+                    Ok(topic) => events
+                        .entry(file.package_name().to_owned())
+                        .or_default()
+                        .push(codegen::EventSpec::new(&message, topic)),
+                    Err(error) => errors.push(error),
+                }
+            }
+        }
+        errors.extend(generated_name_clashes(pool, &events, includes));
+
+        if errors.is_empty() {
+            Ok(events)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                errors.join("\n"),
+            ))
+        }
+    }
+
+    /// Whether `message` is an event: one with a `(bus.topic)` option always is; otherwise the
+    /// builder's [`event_packages`](Self::event_packages) and
+    /// [`event_messages`](Self::event_messages) decide or, when both are empty, whether its
+    /// package has an `events` segment.
+    fn is_event(&self, message: &prost_reflect::MessageDescriptor, has_topic_option: bool) -> bool {
+        if has_topic_option {
+            return true;
+        }
+        let package = message.package_name();
+        if self.event_packages.is_empty() && self.event_messages.is_empty() {
+            package.split('.').any(|segment| segment == "events")
+        } else {
+            self.event_packages.iter().any(|p| p == package)
+                || self.event_messages.iter().any(|m| m == message.full_name())
+        }
+    }
+
+    /// The topic of the event `message`, and where it comes from: its `(bus.topic)` option
+    /// `explicit`, else `{topic_prefix or package}.{snake_case(name)}`.
+    fn topic_of(
+        &self,
+        message: &prost_reflect::MessageDescriptor,
+        explicit: Option<String>,
+    ) -> (String, TopicOrigin) {
+        if let Some(topic) = explicit {
+            return (topic, TopicOrigin::BusTopicOption);
+        }
+        let (prefix, origin) = match &self.topic_prefix {
+            Some(prefix) => (prefix.as_str(), TopicOrigin::TopicPrefix),
+            None => (message.package_name(), TopicOrigin::Package),
+        };
+        let topic = format!("{prefix}.{}", snake_case(message.name()));
+        (topic, origin)
+    }
+
+    /// The topic of the event `message` if it is a valid topic; otherwise an error naming the
+    /// file, the message, the topic, what the topic came from and the rule it breaks.
+    fn checked_topic(
+        &self,
+        message: &prost_reflect::MessageDescriptor,
+        explicit: Option<String>,
+        includes: &[PathBuf],
+    ) -> Result<String, String> {
+        let (topic, origin) = self.topic_of(message, explicit);
+        match naming::topic_error(&topic) {
+            None => Ok(topic),
+            Some(reason) => Err(format!(
+                "{}: event `{}` has an invalid topic `{topic}` (from {}): {reason}",
+                source_path(message.parent_file().name(), includes).display(),
+                message.full_name(),
+                origin.describe(),
+            )),
+        }
+    }
+
+    /// The unformatted code of every module: prost's messages, then bus-build's code for the
+    /// package's events.
+    fn generate(
+        self,
+        fds: prost_types::FileDescriptorSet,
+        events: &BTreeMap<String, Vec<codegen::EventSpec>>,
+    ) -> io::Result<HashMap<prost_build::Module, String>> {
         let mut config = self.prost.unwrap_or_default();
         config.format(false);
         let requests = fds
@@ -216,153 +338,125 @@ impl Builder {
             .collect();
         let mut modules = config.generate(requests)?;
 
-        for (package, package_events) in &events {
+        for (package, package_events) in events {
             let module = prost_build::Module::from_protobuf_package_name(package);
             let code = modules.entry(module).or_default();
             code.push_str(&codegen::package(package, package_events).to_string());
         }
-
-        std::fs::create_dir_all(&out_dir)?;
-        for (module, code) in modules {
-            let file = syn3::parse_file(&code).map_err(|e| {
-                io::Error::other(format!(
-                    "bus-build generated invalid Rust for `{}` ({e}); please report this",
-                    module.parts().collect::<Vec<_>>().join(".")
-                ))
-            })?;
-            let formatted = format!(
-                "// @generated by bus-build from .proto files. Do not edit.\n{}",
-                prettyplease03::unparse(&file)
-            );
-            write_if_changed(&out_dir.join(module.to_file_name_or("_")), &formatted)?;
-        }
-        Ok(())
+        Ok(modules)
     }
+}
 
-    /// The events of every package, in declaration order, with their topics checked.
-    fn find_events(
-        &self,
-        pool: &prost_reflect::DescriptorPool,
-        includes: &[PathBuf],
-    ) -> io::Result<BTreeMap<String, Vec<codegen::EventSpec>>> {
-        let topic_option = pool.get_extension_by_name(TOPIC_OPTION);
-        let mut events: BTreeMap<String, Vec<codegen::EventSpec>> = BTreeMap::new();
-        let mut by_topic: HashMap<String, (String, String)> = HashMap::new();
-        let mut errors = Vec::new();
+/// Where an event's topic comes from; an error for an invalid topic says which, since that is
+/// what has to change.
+#[derive(Debug, Clone, Copy)]
+enum TopicOrigin {
+    /// The message's `(bus.topic)` option.
+    BusTopicOption,
+    /// [`Builder::topic_prefix`].
+    TopicPrefix,
+    /// The message's package name.
+    Package,
+}
 
-        for file in pool.files() {
-            let package = file.package_name();
-            if package == "google.protobuf" || file.name() == OPTIONS_PROTO_NAME {
-                continue;
-            }
-            for message in file.messages() {
-                let explicit = topic_option.as_ref().and_then(|ext| {
-                    let options = message.options();
-                    options
-                        .has_extension(ext)
-                        .then(|| options.get_extension(ext).as_str().map(str::to_owned))
-                        .flatten()
-                });
-                if explicit.is_none() && !self.is_event(package, message.full_name()) {
-                    continue;
-                }
-                let name = message.name();
-                let topic = match &explicit {
-                    Some(topic) => topic.clone(),
-                    None => format!(
-                        "{}.{}",
-                        self.topic_prefix.as_deref().unwrap_or(package),
-                        snake_case(name)
-                    ),
-                };
-                if let Some(reason) = naming::topic_error(&topic) {
-                    let origin = if explicit.is_some() {
-                        "its `(bus.topic)` option"
-                    } else if self.topic_prefix.is_some() {
-                        "the builder's `topic_prefix`"
-                    } else {
-                        "its package name"
-                    };
-                    errors.push(format!(
-                        "{}: event `{}` has an invalid topic `{topic}` (from {origin}): {reason}",
-                        source_path(file.name(), includes).display(),
-                        message.full_name(),
-                    ));
-                    continue;
-                }
-                if let Some((other, other_file)) = by_topic.get(&topic) {
-                    errors.push(format!(
-                        "events `{other}` ({}) and `{}` ({}) both map to topic `{topic}`: \
-                         give one of them another topic with `option (bus.topic) = \"...\";` \
-                         (import \"{OPTIONS_PROTO_NAME}\")",
-                        source_path(other_file, includes).display(),
-                        message.full_name(),
-                        source_path(file.name(), includes).display(),
-                    ));
-                    continue;
-                }
-                by_topic.insert(
-                    topic.clone(),
-                    (message.full_name().to_owned(), file.name().to_owned()),
-                );
-                events
-                    .entry(package.to_owned())
-                    .or_default()
-                    .push(codegen::EventSpec::new(&message, topic));
-            }
-        }
-        // The names bus-build adds to a package with events must not clash with prost's.
-        for file in pool.files() {
-            if !events.contains_key(file.package_name()) {
-                continue;
-            }
-            // `AnyEvent` is a type; `topics` is a module, which prost also generates for a
-            // message `Topics` with nested types.
-            let types = file.messages().map(|m| {
-                let nested =
-                    m.child_messages().next().is_some() || m.child_enums().next().is_some();
-                (
-                    m.full_name().to_owned(),
-                    naming::rust_type_name(m.name()),
-                    nested,
-                )
-            });
-            let enums = file.enums().map(|e| {
-                (
-                    e.full_name().to_owned(),
-                    naming::rust_type_name(e.name()),
-                    false,
-                )
-            });
-            for (full_name, rust_name, nested) in types.chain(enums) {
-                if rust_name == "AnyEvent" || (rust_name == "Topics" && nested) {
-                    errors.push(format!(
-                        "{}: `{full_name}` clashes with the `AnyEvent` enum or `topics` module \
-                         that bus-build generates for package `{}`: rename it",
-                        source_path(file.name(), includes).display(),
-                        file.package_name(),
-                    ));
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(events)
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                errors.join("\n"),
-            ))
+impl TopicOrigin {
+    fn describe(self) -> &'static str {
+        match self {
+            TopicOrigin::BusTopicOption => "its `(bus.topic)` option",
+            TopicOrigin::TopicPrefix => "the builder's `topic_prefix`",
+            TopicOrigin::Package => "its package name",
         }
     }
+}
 
-    fn is_event(&self, package: &str, full_name: &str) -> bool {
-        if self.event_packages.is_empty() && self.event_messages.is_empty() {
-            package.split('.').any(|segment| segment == "events")
-        } else {
-            self.event_packages.iter().any(|p| p == package)
-                || self.event_messages.iter().any(|m| m == full_name)
+/// The events that have a topic so far: topic -> (full name, file name) of its event.
+type TopicOwners = HashMap<String, (String, String)>;
+
+/// Whether `file` may hold events: everything but the well-known types and `bus/options.proto`.
+fn is_user_file(file: &prost_reflect::FileDescriptor) -> bool {
+    file.package_name() != "google.protobuf" && file.name() != OPTIONS_PROTO_NAME
+}
+
+/// The `(bus.topic)` option of `message`, if it sets one; `ext` is the option's extension.
+fn topic_option(
+    message: &prost_reflect::MessageDescriptor,
+    ext: &prost_reflect::ExtensionDescriptor,
+) -> Option<String> {
+    let options = message.options();
+    if !options.has_extension(ext) {
+        return None;
+    }
+    options.get_extension(ext).as_str().map(str::to_owned)
+}
+
+/// Gives `topic` to the event `message`, or, when another event already has it, an error naming
+/// both and how to fix it.
+fn claim_topic(
+    owners: &mut TopicOwners,
+    topic: String,
+    message: &prost_reflect::MessageDescriptor,
+    includes: &[PathBuf],
+) -> Result<String, String> {
+    let file = message.parent_file();
+    if let Some((other, other_file)) = owners.get(&topic) {
+        return Err(format!(
+            "events `{other}` ({}) and `{}` ({}) both map to topic `{topic}`: \
+             give one of them another topic with `option (bus.topic) = \"...\";` \
+             (import \"{OPTIONS_PROTO_NAME}\")",
+            source_path(other_file, includes).display(),
+            message.full_name(),
+            source_path(file.name(), includes).display(),
+        ));
+    }
+    owners.insert(
+        topic.clone(),
+        (message.full_name().to_owned(), file.name().to_owned()),
+    );
+    Ok(topic)
+}
+
+/// An error for every type, in a package with events, whose Rust name clashes with what
+/// bus-build adds to that package: the `AnyEvent` enum, and the `topics` module (which prost
+/// also generates, for the nested types of a message `Topics`).
+fn generated_name_clashes(
+    pool: &prost_reflect::DescriptorPool,
+    events: &BTreeMap<String, Vec<codegen::EventSpec>>,
+    includes: &[PathBuf],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    for file in pool.files() {
+        if !events.contains_key(file.package_name()) {
+            continue;
+        }
+        for (full_name, rust_name, has_module) in top_level_types(&file) {
+            if rust_name == "AnyEvent" || (rust_name == "Topics" && has_module) {
+                errors.push(format!(
+                    "{}: `{full_name}` clashes with the `AnyEvent` enum or `topics` module \
+                     that bus-build generates for package `{}`: rename it",
+                    source_path(file.name(), includes).display(),
+                    file.package_name(),
+                ));
+            }
         }
     }
+    errors
+}
+
+/// The top-level types prost generates for `file`: full name, Rust name, and whether prost also
+/// generates a module for it (a message with nested messages or enums).
+fn top_level_types(
+    file: &prost_reflect::FileDescriptor,
+) -> impl Iterator<Item = (String, String, bool)> + '_ {
+    let messages = file.messages().map(|m| {
+        let has_module = m.child_messages().next().is_some() || m.child_enums().next().is_some();
+        let rust_name = naming::rust_type_name(m.name());
+        (m.full_name().to_owned(), rust_name, has_module)
+    });
+    let enums = file.enums().map(|e| {
+        let rust_name = naming::rust_type_name(e.name());
+        (e.full_name().to_owned(), rust_name, false)
+    });
+    messages.chain(enums)
 }
 
 fn trim_dot(s: impl AsRef<str>) -> String {
@@ -447,6 +541,25 @@ fn rerun_if_changed(compiler: &protox::Compiler) {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }
+}
+
+/// Formats every module and writes it to `{out_dir}/{module}.rs`, rewriting only what changed.
+fn write_modules(out_dir: &Path, modules: HashMap<prost_build::Module, String>) -> io::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    for (module, code) in modules {
+        let file = syn3::parse_file(&code).map_err(|e| {
+            io::Error::other(format!(
+                "bus-build generated invalid Rust for `{}` ({e}); please report this",
+                module.parts().collect::<Vec<_>>().join(".")
+            ))
+        })?;
+        let formatted = format!(
+            "// @generated by bus-build from .proto files. Do not edit.\n{}",
+            prettyplease03::unparse(&file)
+        );
+        write_if_changed(&out_dir.join(module.to_file_name_or("_")), &formatted)?;
+    }
+    Ok(())
 }
 
 /// Writes `content` unless the file already holds it, so cargo does not rebuild for nothing.

@@ -1,5 +1,10 @@
-//! The generated CQC crate: wire compatibility with `shared/reference/cqc-schema.md` (bytes built
-//! by hand from the reference's field numbers and types), topics, registry and `AnyEvent`.
+//! The generated CQC crate: wire compatibility, topics, registry and `AnyEvent`.
+//!
+//! The CQC schema is the one the other CQC services already put on the wire, written down in this
+//! repository as `proto/proto/cqc/**/*.proto` (the `cqc` crate's `proto/cqc/`), whose names,
+//! field numbers, types and labels must not change. The wire tests build their expected bytes by
+//! hand from those field numbers and types rather than with prost, so a field renumbered or
+//! retyped in the `.proto` files fails here instead of changing what goes on the wire.
 
 use bus::Event;
 use cqc::assets::v1::{Asset, AssetType, FlagSeverity, FlagType};
@@ -13,7 +18,7 @@ use cqc::venues::v1::{OrderSide, OrderType};
 use prost::Message;
 use prost_types::Timestamp;
 
-/// Protobuf wire encoding, by hand: just enough to write the reference's field types.
+/// Protobuf wire encoding, by hand: just enough to write the CQC schema's field types.
 #[derive(Default)]
 struct Wire(Vec<u8>);
 

@@ -1,13 +1,16 @@
 //! Builds that must fail, and say why: the builder is called as a library on `.proto` files
-//! written to a temporary directory.
+//! written to a temporary directory. The shared table of subject rules is run through the
+//! `(bus.topic)` option too, so the build rejects exactly the topics the runtime rejects.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
-/// Writes `files` (name, source) under a temp dir and builds the first one; returns the error.
-fn build_err(
+/// Writes `files` (name, source) under a temp dir and builds the first one into `out/` there;
+/// returns the temp dir (to read the output) and the result.
+fn build(
     files: &[(&str, &str)],
     configure: fn(bus_build::Builder) -> bus_build::Builder,
-) -> String {
+) -> (tempfile::TempDir, std::io::Result<()>) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     for (name, source) in files {
@@ -15,11 +18,20 @@ fn build_err(
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, source).unwrap();
     }
-    let err = configure(bus_build::configure())
+    let result = configure(bus_build::configure())
         .out_dir(dir.path().join("out"))
         .emit_rerun_if_changed(false)
-        .compile_protos(&[src.join(files[0].0)], &[&src])
-        .expect_err("the build must fail");
+        .compile_protos(&[src.join(files[0].0)], &[&src]);
+    (dir, result)
+}
+
+/// Writes `files` (name, source) under a temp dir and builds the first one; returns the error.
+fn build_err(
+    files: &[(&str, &str)],
+    configure: fn(bus_build::Builder) -> bus_build::Builder,
+) -> String {
+    let (dir, result) = build(files, configure);
+    let err = result.expect_err("the build must fail");
     // Nothing half-generated is left behind.
     assert!(!dir.path().join("out").exists() || dir_is_empty(&dir.path().join("out")));
     let message = err.to_string();
@@ -177,4 +189,56 @@ fn a_name_that_clashes_with_generated_items_is_rejected() {
         err.contains("acme.events.v1.AnyEvent") && err.contains("rename it"),
         "{err}"
     );
+}
+
+/// `s` as the contents of a `.proto` string literal: quotes, backslashes and ASCII control
+/// characters escaped, everything else (UTF-8 included) as is.
+fn proto_string(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii_control() => write!(out, "\\x{:02x}", u32::from(c)).unwrap(),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_topic_option_follows_the_shared_subject_rules() {
+    for &(subject, valid_topic, _) in bus_names::cases::SUBJECTS {
+        let source = format!(
+            r#"syntax = "proto3";
+package acme.events.v1;
+import "bus/options.proto";
+message Pinged {{
+  option (bus.topic) = "{}";
+}}
+"#,
+            proto_string(subject)
+        );
+        let (dir, result) = build(&[("acme/events/v1/events.proto", &source)], |b| b);
+        match (valid_topic, result) {
+            (true, Ok(())) => {
+                let code =
+                    std::fs::read_to_string(dir.path().join("out/acme.events.v1.rs")).unwrap();
+                let doc = format!("`{subject}`: the topic of [`acme.events.v1.Pinged`]");
+                assert!(code.contains(&doc), "{subject:?} is the topic:\n{code}");
+            }
+            (true, Err(err)) => panic!("{subject:?} is a valid topic, but the build failed: {err}"),
+            (false, Ok(())) => panic!("{subject:?} is not a valid topic, but the build passed"),
+            (false, Err(err)) => {
+                let reason = bus_names::check_topic(subject).unwrap_err().reason();
+                let expected = format!(
+                    "event `acme.events.v1.Pinged` has an invalid topic `{subject}` \
+                     (from its `(bus.topic)` option): {reason}"
+                );
+                assert!(err.to_string().contains(&expected), "{subject:?}: {err}");
+            }
+        }
+    }
 }
