@@ -2,8 +2,8 @@
 //!
 //! Each argument is parsed on its own; a bad one is recorded and parsing resumes after the next
 //! top-level comma, so every mistake in the attribute is reported at once. Values are checked
-//! as they are parsed (durations, zero counts, subjects); relations between arguments
-//! (duplicates, conflicts) are checked by [`crate::event_handler`].
+//! as they are parsed (durations, zero counts, topics and groups by the `bus-names` rules);
+//! relations between arguments (duplicates, conflicts) are checked by [`crate::event_handler`].
 
 use std::time::Duration;
 
@@ -11,8 +11,6 @@ use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::{Ident, LitStr, Token};
-
-use crate::subject;
 
 mod kw {
     syn::custom_keyword!(topic);
@@ -183,10 +181,10 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
         )?;
         let value = if input.peek(LitStr) {
             let lit: LitStr = input.parse()?;
-            if let Some(reason) = subject::filter_error(&lit.value()) {
+            if let Err(e) = bus_names::check_filter(&lit.value()) {
                 return Err(syn::Error::new(
                     lit.span(),
-                    format!("invalid topic {:?}: {reason}", lit.value()),
+                    format!("invalid topic {:?}: {}", lit.value(), e.reason()),
                 ));
             }
             TopicArg::Literal(lit)
@@ -207,10 +205,10 @@ fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
                 "expected the group as a string literal: `group = \"risk\"`",
             )
         })?;
-        if let Some(reason) = subject::group_error(&lit.value()) {
+        if let Err(e) = bus_names::check_group(&lit.value()) {
             return Err(syn::Error::new(
                 lit.span(),
-                format!("invalid group {:?}: {reason}", lit.value()),
+                format!("invalid group {:?}: {}", lit.value(), e.reason()),
             ));
         }
         (key, ArgValue::Group(lit))

@@ -4,7 +4,6 @@
 mod attr;
 mod ctxt;
 mod event_handler;
-mod subject;
 
 use proc_macro::TokenStream;
 
