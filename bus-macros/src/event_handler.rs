@@ -13,21 +13,19 @@
 //! type, the return type, a typed topic) go through `bus::__private` traits that carry
 //! `#[diagnostic::on_unimplemented]` messages, spanned at the user's tokens.
 
-use std::collections::HashMap;
-
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, LitStr, PathArguments, ReturnType, Type};
+use syn::{FnArg, ItemFn, PathArguments, ReturnType, Type};
 
-use crate::attr::{ArgValue, Args, DurationLit, RetryArgs, TopicArg};
+use crate::attr::{Config, DurationLit, Layer, RetryArgs, TopicArg};
 use crate::ctxt::Ctxt;
 
 /// Expands `#[event_handler(attr)] item`. On any error the function is emitted unchanged, with
 /// every error next to it, so the rest of the crate (and the IDE) keeps working.
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+    let f: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(_) => {
             let mut out = item;
@@ -42,96 +40,27 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             return out;
         }
     };
+    expand_fn(attr, &f).unwrap_or_else(|e| {
+        let mut out = f.to_token_stream();
+        out.extend(e.into_compile_error());
+        out
+    })
+}
+
+/// Checks everything, then generates; every mistake at once as one combined error.
+fn expand_fn(attr: TokenStream, f: &ItemFn) -> syn::Result<TokenStream> {
     let cx = Ctxt::new();
-    let config = Config::from_args(&cx, Args::parse_tokens(attr));
-    let sig = HandlerSig::from_fn(&cx, &item_fn);
-    let errors_found = cx.has_errors();
-    match (cx.check(), sig) {
-        (Ok(()), Some(sig)) if !errors_found => generate(&config, &sig, &item_fn),
-        (Err(e), _) => with_errors(&item_fn, e),
-        (Ok(()), _) => with_errors(
-            &item_fn,
-            syn::Error::new(
-                Span::call_site(),
-                "`#[event_handler]` could not read this function",
-            ),
-        ),
-    }
-}
-
-fn with_errors(item_fn: &ItemFn, e: syn::Error) -> TokenStream {
-    let mut out = item_fn.to_token_stream();
-    out.extend(e.into_compile_error());
-    out
-}
-
-/// The checked attribute.
-struct Config {
-    krate: syn::Path,
-    topic: Option<TopicArg>,
-    group: Option<LitStr>,
-    /// Middleware in the order written: first = outermost.
-    middleware: Vec<ArgValue>,
-    concurrency: Option<usize>,
-    ordered: bool,
-    max_deliver: Option<u32>,
-    backoff: Option<Vec<DurationLit>>,
-}
-
-impl Config {
-    fn from_args(cx: &Ctxt, args: Args) -> Config {
-        for e in args.errors {
-            cx.syn_error(e);
-        }
-        let mut config = Config {
-            krate: syn::parse_quote!(::bus),
-            topic: None,
-            group: None,
-            middleware: Vec::new(),
-            concurrency: None,
-            ordered: false,
-            max_deliver: None,
-            backoff: None,
-        };
-        let mut seen: HashMap<String, Span> = HashMap::new();
-        let mut concurrency_key = None;
-        let mut ordered_key = None;
-        for arg in args.items {
-            let name = arg.key.unraw().to_string();
-            if seen.contains_key(&name) {
-                cx.error_at(
-                    arg.key.span(),
-                    format!("duplicate `#[event_handler]` argument `{name}`: it is already given; give it once"),
-                );
-                continue;
-            }
-            seen.insert(name, arg.key.span());
-            match arg.value {
-                ArgValue::Topic(t) => config.topic = Some(t),
-                ArgValue::Group(g) => config.group = Some(g),
-                ArgValue::Concurrency(n) => {
-                    config.concurrency = Some(n);
-                    concurrency_key = Some(arg.key);
-                }
-                ArgValue::Ordered => {
-                    config.ordered = true;
-                    ordered_key = Some(arg.key);
-                }
-                ArgValue::MaxDeliver(n) => config.max_deliver = Some(n),
-                ArgValue::Backoff(b) => config.backoff = Some(b),
-                ArgValue::Crate(p) => config.krate = p,
-                m if m.is_middleware() => config.middleware.push(m),
-                _ => {}
-            }
-        }
-        if let (Some(c), Some(_)) = (&concurrency_key, &ordered_key) {
-            cx.error_at(
-                c.span(),
-                "`ordered` already runs one handler at a time, in order; remove `concurrency` or `ordered`",
-            );
-        }
-        config
-    }
+    let config = Config::parse(&cx, attr);
+    let sig = HandlerSig::from_fn(&cx, f);
+    cx.check()?;
+    // `from_fn` gives `None` only after recording an error, so this is a safety net.
+    let sig = sig.ok_or_else(|| {
+        syn::Error::new(
+            Span::call_site(),
+            "`#[event_handler]` could not read this function",
+        )
+    })?;
+    Ok(generate(&config, &sig, f))
 }
 
 /// One argument of the handler after the event.
@@ -325,23 +254,22 @@ fn retry_tokens(krate: &syn::Path, r: &RetryArgs) -> TokenStream {
     t
 }
 
-fn layer_tokens(krate: &syn::Path, m: &ArgValue) -> TokenStream {
-    match m {
-        ArgValue::Retry(r) => retry_tokens(krate, r),
-        ArgValue::Timeout(d) => {
+fn layer_tokens(krate: &syn::Path, layer: &Layer) -> TokenStream {
+    match layer {
+        Layer::Retry(r) => retry_tokens(krate, r),
+        Layer::Timeout(d) => {
             let d = duration_tokens(d);
             quote!(#krate::middleware::Timeout::new(#d))
         }
-        ArgValue::Recovery => quote!(#krate::middleware::Recovery),
-        ArgValue::Logging(None) => quote!(#krate::middleware::Logging::new()),
-        ArgValue::Logging(Some(level)) => {
+        Layer::Recovery => quote!(#krate::middleware::Recovery),
+        Layer::Logging(None) => quote!(#krate::middleware::Logging::new()),
+        Layer::Logging(Some(level)) => {
             quote!(#krate::middleware::Logging::level(#krate::__private::Level::#level))
         }
-        ArgValue::Metrics => quote!(#krate::middleware::Metrics),
-        ArgValue::ErrorHandler(path) => {
+        Layer::Metrics => quote!(#krate::middleware::Metrics),
+        Layer::ErrorHandler(path) => {
             quote_spanned!(path.span()=> #krate::middleware::ErrorHandler::new(#path))
         }
-        _ => TokenStream::new(),
     }
 }
 
@@ -396,7 +324,7 @@ fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
     if let Some(g) = &config.group {
         spec.extend(quote!(.group(#g)));
     }
-    for m in &config.middleware {
+    for m in &config.layers {
         let layer = layer_tokens(krate, m);
         spec.extend(quote!(.layer(#layer)));
     }
