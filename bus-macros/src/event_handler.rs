@@ -15,12 +15,13 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ItemFn;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, PathArguments, ReturnType, Type};
 
 use crate::attr::{Config, DurationLit, Layer, RetryArgs, TopicArg};
 use crate::ctxt::Ctxt;
+use crate::signature::{Extra, HandlerSig};
 
 /// Expands `#[event_handler(attr)] item`. On any error the function is emitted unchanged, with
 /// every error next to it, so the rest of the crate (and the IDE) keeps working.
@@ -61,171 +62,6 @@ fn expand_fn(attr: TokenStream, f: &ItemFn) -> syn::Result<TokenStream> {
         )
     })?;
     Ok(generate(&config, &sig, f))
-}
-
-/// One argument of the handler after the event.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Extra {
-    Delivery,
-    State,
-}
-
-/// The checked function signature.
-struct HandlerSig<'a> {
-    event_ty: &'a Type,
-    extras: Vec<Extra>,
-    state_ty: Option<&'a Type>,
-    ret_ty: &'a Type,
-}
-
-const SHAPE: &str = "`async fn name(event: MyEvent, [delivery: Delivery], [state: State<T>]) -> Result<(), HandlerError>`";
-
-impl<'a> HandlerSig<'a> {
-    fn from_fn(cx: &Ctxt, f: &'a ItemFn) -> Option<HandlerSig<'a>> {
-        let sig = &f.sig;
-        if sig.asyncness.is_none() {
-            cx.error_at(
-                sig.fn_token.span,
-                format!("`#[event_handler]` needs an `async fn`: add `async`, as in {SHAPE}"),
-            );
-        }
-        if let Some(c) = &sig.constness {
-            cx.error_spanned_by(c, "an event handler cannot be `const`; remove `const`");
-        }
-        if let Some(u) = &sig.unsafety {
-            cx.error_spanned_by(
-                u,
-                "an event handler cannot be `unsafe`: the bus calls it on every delivery",
-            );
-        }
-        if let Some(abi) = &sig.abi {
-            cx.error_spanned_by(
-                abi,
-                "an event handler cannot have an `extern` ABI; remove it",
-            );
-        }
-        if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-            cx.error_spanned_by(
-                &sig.generics,
-                "an event handler cannot be generic: the bus needs its one concrete event type",
-            );
-        }
-        if let Some(v) = &sig.variadic {
-            cx.error_spanned_by(v, "an event handler cannot be variadic");
-        }
-        let ret_ty = match &sig.output {
-            ReturnType::Type(_, ty) => Some(&**ty),
-            ReturnType::Default => {
-                cx.error_at(
-                    sig.paren_token.span.close(),
-                    "an event handler must return `Result<(), E>` where `E: Into<bus::HandlerError>`: \
-                     add `-> Result<(), HandlerError>` and return `Ok(())` when the event is handled",
-                );
-                None
-            }
-        };
-
-        let mut inputs = sig.inputs.iter();
-        let event_ty = match inputs.next() {
-            None => {
-                cx.error_at(
-                    sig.paren_token.span.join(),
-                    format!("an event handler takes the event as its first argument: {SHAPE}"),
-                );
-                None
-            }
-            Some(FnArg::Receiver(r)) => {
-                cx.error_spanned_by(
-                    r,
-                    "an event handler is a free function and cannot take `self`",
-                );
-                None
-            }
-            Some(FnArg::Typed(pt)) => match classify(&pt.ty) {
-                Some(_) => {
-                    cx.error_spanned_by(
-                        &pt.ty,
-                        format!(
-                            "the first argument of an event handler must be the event: {SHAPE}"
-                        ),
-                    );
-                    // The order is wrong; the other arguments say nothing more.
-                    return None;
-                }
-                None => match &*pt.ty {
-                    Type::Reference(r) => {
-                        cx.error_spanned_by(
-                            r,
-                            "take the event by value (`event: MyEvent`): the handler owns its event",
-                        );
-                        None
-                    }
-                    Type::ImplTrait(t) => {
-                        cx.error_spanned_by(
-                            t,
-                            "an event handler needs a concrete event type, not `impl Trait`",
-                        );
-                        None
-                    }
-                    ty => Some(ty),
-                },
-            },
-        };
-
-        let mut extras = Vec::new();
-        let mut state_ty = None;
-        for input in inputs {
-            let pt = match input {
-                FnArg::Typed(pt) => pt,
-                FnArg::Receiver(r) => {
-                    cx.error_spanned_by(r, "an event handler cannot take `self`");
-                    continue;
-                }
-            };
-            match classify(&pt.ty) {
-                Some((kind, inner)) => {
-                    if extras.contains(&kind) {
-                        cx.error_spanned_by(&pt.ty, "this argument is already taken once; remove the duplicate");
-                        continue;
-                    }
-                    extras.push(kind);
-                    if kind == Extra::State {
-                        state_ty = inner;
-                    }
-                }
-                None => cx.error_spanned_by(
-                    &pt.ty,
-                    format!(
-                        "unexpected argument: after the event, an event handler takes `delivery: Delivery` \
-                         and `state: State<T>`, each at most once: {SHAPE}"
-                    ),
-                ),
-            }
-        }
-        Some(HandlerSig {
-            event_ty: event_ty?,
-            extras,
-            state_ty,
-            ret_ty: ret_ty?,
-        })
-    }
-}
-
-/// Whether `ty` is `Delivery` or `State<T>` (by its last path segment), with `T`.
-fn classify(ty: &Type) -> Option<(Extra, Option<&Type>)> {
-    let Type::Path(p) = ty else { return None };
-    if p.qself.is_some() {
-        return None;
-    }
-    let seg = p.path.segments.last()?;
-    match (seg.ident.to_string().as_str(), &seg.arguments) {
-        ("Delivery", PathArguments::None) => Some((Extra::Delivery, None)),
-        ("State", PathArguments::AngleBracketed(a)) if a.args.len() == 1 => match &a.args[0] {
-            syn::GenericArgument::Type(t) => Some((Extra::State, Some(t))),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 fn duration_tokens(d: &DurationLit) -> TokenStream {

@@ -4,6 +4,7 @@
 mod attr;
 mod ctxt;
 mod event_handler;
+mod signature;
 
 use proc_macro::TokenStream;
 
