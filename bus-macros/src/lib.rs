@@ -5,6 +5,8 @@ mod attr;
 mod ctxt;
 mod event_handler;
 mod signature;
+#[cfg(test)]
+mod tests;
 
 use proc_macro::TokenStream;
 
