@@ -9,15 +9,17 @@
 //!
 //! it generates a unit struct `on_price` (so the name is a value), whose associated function
 //! `on_price::handle` is the original function, and either `impl IntoSubscription for on_price`
-//! (no state) or `on_price.with_state(state) -> Subscription`. Type-dependent checks (the event
-//! type, the return type, a typed topic) go through `bus::__private` traits that carry
-//! `#[diagnostic::on_unimplemented]` messages, spanned at the user's tokens.
+//! (no state) or `on_price.with_state(state) -> Subscription`. The subscription is built with the
+//! public `SubscriptionBuilder`, started by `bus::__private::subscription::<E>(NAME)` (or
+//! `subscription_on`). Type-dependent checks (the event type, the return type, a typed topic) go
+//! through `bus::__private` traits that carry `#[diagnostic::on_unimplemented]` messages, spanned
+//! at the user's tokens.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
-use syn::ItemFn;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
+use syn::{Attribute, Ident, ItemFn, Type};
 
 use crate::attr::{Config, DurationLit, Layer, RetryArgs, TopicArg};
 use crate::ctxt::Ctxt;
@@ -64,214 +66,26 @@ fn expand_fn(attr: TokenStream, f: &ItemFn) -> syn::Result<TokenStream> {
     Ok(generate(&config, &sig, f))
 }
 
-fn duration_tokens(d: &DurationLit) -> TokenStream {
-    let secs = d.value.as_secs();
-    let nanos = d.value.subsec_nanos();
-    quote_spanned!(d.span=> ::core::time::Duration::new(#secs, #nanos))
-}
-
-fn retry_tokens(krate: &syn::Path, r: &RetryArgs) -> TokenStream {
-    let attempts = r.attempts;
-    let mut t = quote!(#krate::middleware::Retry::new(#attempts));
-    if let Some(d) = &r.initial_delay {
-        let d = duration_tokens(d);
-        t.extend(quote!(.initial_delay(#d)));
-    }
-    if let Some(d) = &r.max_delay {
-        let d = duration_tokens(d);
-        t.extend(quote!(.max_delay(#d)));
-    }
-    if let Some(m) = r.multiplier {
-        t.extend(quote!(.multiplier(#m)));
-    }
-    if let Some(j) = r.jitter {
-        t.extend(quote!(.jitter(#j)));
-    }
-    t
-}
-
-fn layer_tokens(krate: &syn::Path, layer: &Layer) -> TokenStream {
-    match layer {
-        Layer::Retry(r) => retry_tokens(krate, r),
-        Layer::Timeout(d) => {
-            let d = duration_tokens(d);
-            quote!(#krate::middleware::Timeout::new(#d))
-        }
-        Layer::Recovery => quote!(#krate::middleware::Recovery),
-        Layer::Logging(None) => quote!(#krate::middleware::Logging::new()),
-        Layer::Logging(Some(level)) => {
-            quote!(#krate::middleware::Logging::level(#krate::__private::Level::#level))
-        }
-        Layer::Metrics => quote!(#krate::middleware::Metrics),
-        Layer::ErrorHandler(path) => {
-            quote_spanned!(path.span()=> #krate::middleware::ErrorHandler::new(#path))
-        }
-    }
-}
-
+/// The expansion: the unit struct (with the function's docs and `cfg`s), its `NAME` and
+/// `handle`, the subscription, and the check of a topic literal.
 fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
-    let krate = &config.krate;
     let vis = &f.vis;
     let ident = &f.sig.ident;
     let name = ident.unraw().to_string();
-    let event_ty = sig.event_ty;
-    let ret_ty = sig.ret_ty;
+    let asyncness = &f.sig.asyncness;
     let inputs = &f.sig.inputs;
     let output = &f.sig.output;
     let block = &f.block;
-    let asyncness = &f.sig.asyncness;
-
-    let docs: Vec<_> = f
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("doc"))
-        .collect();
-    let cfgs: Vec<_> = f
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("cfg"))
-        .collect();
     let fn_attrs = &f.attrs;
+    let docs = attrs_named(&f.attrs, "doc");
+    let cfgs = attrs_named(&f.attrs, "cfg");
 
-    // The subscription settings, in the order written.
-    let mut spec = TokenStream::new();
-    let mut consts = TokenStream::new();
-    if let Some(TopicArg::Literal(lit)) = &config.topic {
-        let value = lit.value();
-        let ty = event_ty.to_token_stream().to_string().replace(' ', "");
-        let invalid = format!("topic {value:?} is not a valid subscription filter");
-        let mismatch = format!(
-            "topic {value:?} is not a topic of `{ty}`: a handler's topic literal must be its event's \
-             topic (`{ty}::TOPIC`) or a subject under it (`<topic>.eu`, `<topic>.*`, `<topic>.>`); \
-             name a `Topic<{ty}>` constant for another topic of the same event"
-        );
-        consts = quote_spanned! {lit.span()=>
-            #(#cfgs)*
-            const _: () = {
-                if !#krate::__private::filter_is_valid(#lit) {
-                    ::core::panic!(#invalid)
-                }
-                if !#krate::__private::filter_within(#lit, #krate::__private::topic_of::<#event_ty>()) {
-                    ::core::panic!(#mismatch)
-                }
-            };
-        };
-    }
-    if let Some(g) = &config.group {
-        spec.extend(quote!(.group(#g)));
-    }
-    for m in &config.layers {
-        let layer = layer_tokens(krate, m);
-        spec.extend(quote!(.layer(#layer)));
-    }
-    if let Some(n) = config.concurrency {
-        spec.extend(quote!(.concurrency(#n)));
-    }
-    if config.ordered {
-        spec.extend(quote!(.ordered()));
-    }
-    if let Some(n) = config.max_deliver {
-        spec.extend(quote!(.max_deliver(#n)));
-    }
-    if let Some(b) = &config.backoff {
-        let delays = b.iter().map(duration_tokens);
-        spec.extend(quote!(.backoff(::std::vec![#(#delays),*])));
-    }
-
-    // The closure the bus calls: clones the state, calls the handler, converts its result.
-    let event_var = format_ident!("__bus_event");
-    let delivery_var = format_ident!("__bus_delivery");
-    let state_var = format_ident!("__bus_state");
-    let uses_delivery = sig.extras.contains(&Extra::Delivery);
-    let delivery_param = if uses_delivery {
-        quote!(#delivery_var)
-    } else {
-        quote!(_)
-    };
-    let mut call_args = vec![quote!(#event_var)];
-    for e in &sig.extras {
-        call_args.push(match e {
-            Extra::Delivery => quote!(#delivery_var),
-            Extra::State => quote!(#state_var),
-        });
-    }
-    let clone_state = sig
-        .state_ty
-        .map(|_| quote!(let #state_var = ::core::clone::Clone::clone(&#state_var);));
-    // Spanned at the return type, so a wrong one is reported there.
-    let convert = quote_spanned! {ret_ty.span()=>
-        <#ret_ty as #krate::__private::HandlerResult>::into_handler_result(__bus_fut.await)
-    };
-    let handler = quote! {
-        move |#event_var: #event_ty, #delivery_param: #krate::Delivery| {
-            #clone_state
-            let __bus_fut = #ident::handle(#(#call_args),*);
-            async move { #convert }
-        }
-    };
-    // Spanned at the function's name (a future that is not `Send` is reported there); the
-    // event type in the turbofish keeps its own span (a type that is not an `Event` is reported
-    // there) and a typed topic's check is spanned at its path (a `Topic<Other>` is reported
-    // there).
-    let builder = match &config.topic {
-        Some(TopicArg::Path(path)) => {
-            let subject = quote_spanned! {path.span()=>
-                #krate::__private::subject_of::<#event_ty, _>(#path)
-            };
-            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #subject))
-        }
-        Some(TopicArg::Literal(lit)) => {
-            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #lit))
-        }
-        None => quote!(#krate::__private::subscription::<#event_ty>(#name)),
-    };
-    let build = quote_spanned! {ident.span()=>
-        #builder #spec .handler(#handler)
-    };
-
-    let subscribe_doc = if sig.state_ty.is_some() {
-        format!(
-            "\n\nAn event handler made by `#[event_handler]`: subscribe it with \
-             `bus.subscribe({name}.with_state(state))`; call the function itself with `{name}::handle(..)`."
-        )
-    } else {
-        format!(
-            "\n\nAn event handler made by `#[event_handler]`: subscribe it with \
-             `bus.subscribe({name})`; call the function itself with `{name}::handle(..)`."
-        )
-    };
-    let handle_doc = if docs.is_empty() {
-        Some(
-            quote!(#[doc = "The handler's function, as written (call it directly in unit tests)."]),
-        )
-    } else {
-        None
-    };
-
-    let subscription = match sig.state_ty {
-        None => quote! {
-            #(#cfgs)*
-            impl #krate::IntoSubscription for #ident {
-                fn into_subscription(self) -> #krate::Subscription {
-                    #build
-                }
-            }
-        },
-        Some(state_ty) => quote! {
-            #(#cfgs)*
-            impl #ident {
-                /// This handler's subscription, with the state it gets on every delivery. Give
-                /// several handlers clones of one `State` to share it.
-                #vis fn with_state(
-                    self,
-                    state: impl ::core::convert::Into<#krate::State<#state_ty>>,
-                ) -> #krate::Subscription {
-                    let #state_var: #krate::State<#state_ty> = ::core::convert::Into::into(state);
-                    #build
-                }
-            }
-        },
-    };
+    let subscribe_doc = subscribe_doc(&name, sig.state_ty.is_some());
+    let handle_doc = docs.is_empty().then(
+        || quote!(#[doc = "The handler's function, as written (call it directly in unit tests)."]),
+    );
+    let subscription = subscription_item_tokens(config, sig, f, &cfgs);
+    let topic_check = topic_check_tokens(config, sig.event_ty, &cfgs);
 
     quote! {
         #(#docs)*
@@ -293,6 +107,242 @@ fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
 
         #subscription
 
-        #consts
+        #topic_check
+    }
+}
+
+fn attrs_named<'a>(attrs: &'a [Attribute], name: &str) -> Vec<&'a Attribute> {
+    attrs.iter().filter(|a| a.path().is_ident(name)).collect()
+}
+
+/// The doc line added to the struct: how to subscribe it.
+fn subscribe_doc(name: &str, stateful: bool) -> String {
+    let subscribe = if stateful {
+        format!("{name}.with_state(state)")
+    } else {
+        name.to_owned()
+    };
+    format!(
+        "\n\nAn event handler made by `#[event_handler]`: subscribe it with \
+         `bus.subscribe({subscribe})`; call the function itself with `{name}::handle(..)`."
+    )
+}
+
+/// `impl IntoSubscription for name` (no state), or `name.with_state(state)`.
+fn subscription_item_tokens(
+    config: &Config,
+    sig: &HandlerSig<'_>,
+    f: &ItemFn,
+    cfgs: &[&Attribute],
+) -> TokenStream {
+    let krate = &config.krate;
+    let vis = &f.vis;
+    let ident = &f.sig.ident;
+    let build = subscription_tokens(config, sig, ident);
+    match sig.state_ty {
+        None => quote! {
+            #(#cfgs)*
+            impl #krate::IntoSubscription for #ident {
+                fn into_subscription(self) -> #krate::Subscription {
+                    #build
+                }
+            }
+        },
+        Some(state_ty) => {
+            let state_var = format_ident!("__bus_state");
+            quote! {
+                #(#cfgs)*
+                impl #ident {
+                    /// This handler's subscription, with the state it gets on every delivery. Give
+                    /// several handlers clones of one `State` to share it.
+                    #vis fn with_state(
+                        self,
+                        state: impl ::core::convert::Into<#krate::State<#state_ty>>,
+                    ) -> #krate::Subscription {
+                        let #state_var: #krate::State<#state_ty> = ::core::convert::Into::into(state);
+                        #build
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The body that builds the subscription: the builder on the topic, the settings in the order
+/// written, then the handler.
+///
+/// The settings and `.handler(..)` are called in a function generic over the event type: on a
+/// concrete type that is not an `Event`, `.handler(..)` and every setting would fail as well
+/// (their impl needs `E: FromMessage`), a cascade under the real error; in the generic function
+/// they cannot. The helper's `HandlerEvent` bound is the same unmet bound as
+/// `subscription::<E>`'s at the same span (the event type in both turbofishes), which rustc
+/// reports once. The call is spanned at the handler's name, so a handler future that is not
+/// `Send` is reported there.
+fn subscription_tokens(config: &Config, sig: &HandlerSig<'_>, ident: &Ident) -> TokenStream {
+    let krate = &config.krate;
+    let event_ty = sig.event_ty;
+    let builder = builder_tokens(config, event_ty, &ident.unraw().to_string());
+    let settings = settings_tokens(config);
+    let handler = handler_closure_tokens(krate, sig, ident);
+    let call = quote_spanned! {ident.span()=>
+        __bus_subscription::<#event_ty, _, _>(__bus_builder, #handler)
+    };
+    quote! {
+        fn __bus_subscription<__BusEvent, __BusHandler, __BusArgs>(
+            builder: #krate::SubscriptionBuilder<__BusEvent>,
+            handler: __BusHandler,
+        ) -> #krate::Subscription
+        where
+            __BusEvent: #krate::__private::HandlerEvent,
+            __BusHandler: #krate::HandlerFn<__BusEvent, __BusArgs>,
+            __BusArgs: 'static,
+        {
+            builder #settings .handler(handler)
+        }
+        let __bus_builder = #builder;
+        #call
+    }
+}
+
+/// The builder on the event's topic, or on the `topic` argument. The event type keeps its span
+/// (a type that is not an `Event` is reported there) and a typed topic's check is spanned at
+/// its path (a `Topic<Other>` is reported there).
+fn builder_tokens(config: &Config, event_ty: &Type, name: &str) -> TokenStream {
+    let krate = &config.krate;
+    match &config.topic {
+        Some(TopicArg::Path(path)) => {
+            let subject = quote_spanned! {path.span()=>
+                #krate::__private::subject_of::<#event_ty, _>(#path)
+            };
+            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #subject))
+        }
+        Some(TopicArg::Literal(lit)) => {
+            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #lit))
+        }
+        None => quote!(#krate::__private::subscription::<#event_ty>(#name)),
+    }
+}
+
+/// The builder calls of the settings, in the order the builder takes them: `.group(..)`, one
+/// `.layer(..)` per middleware in the order written, `.concurrency(n)`, `.ordered()`,
+/// `.max_deliver(n)`, `.backoff(vec![..])`.
+fn settings_tokens(config: &Config) -> TokenStream {
+    let krate = &config.krate;
+    let group = config.group.as_ref().map(|g| quote!(.group(#g)));
+    let layers = config.layers.iter().map(|l| layer_tokens(krate, l));
+    let concurrency = config.concurrency.map(|n| quote!(.concurrency(#n)));
+    let ordered = config.ordered.then(|| quote!(.ordered()));
+    let max_deliver = config.max_deliver.map(|n| quote!(.max_deliver(#n)));
+    let backoff = config.backoff.as_ref().map(|delays| {
+        let delays = delays.iter().map(duration_tokens);
+        quote!(.backoff(::std::vec![#(#delays),*]))
+    });
+    quote! {
+        #group #(.layer(#layers))* #concurrency #ordered #max_deliver #backoff
+    }
+}
+
+/// The middleware value of a layer argument.
+fn layer_tokens(krate: &syn::Path, layer: &Layer) -> TokenStream {
+    match layer {
+        Layer::Retry(r) => retry_tokens(krate, r),
+        Layer::Timeout(d) => {
+            let d = duration_tokens(d);
+            quote!(#krate::middleware::Timeout::new(#d))
+        }
+        Layer::Recovery => quote!(#krate::middleware::Recovery),
+        Layer::Logging(None) => quote!(#krate::middleware::Logging::new()),
+        Layer::Logging(Some(level)) => {
+            quote!(#krate::middleware::Logging::level(#krate::__private::Level::#level))
+        }
+        Layer::Metrics => quote!(#krate::middleware::Metrics),
+        Layer::ErrorHandler(path) => {
+            quote_spanned!(path.span()=> #krate::middleware::ErrorHandler::new(#path))
+        }
+    }
+}
+
+fn retry_tokens(krate: &syn::Path, r: &RetryArgs) -> TokenStream {
+    let attempts = r.attempts;
+    let initial_delay = r.initial_delay.as_ref().map(|d| {
+        let d = duration_tokens(d);
+        quote!(.initial_delay(#d))
+    });
+    let max_delay = r.max_delay.as_ref().map(|d| {
+        let d = duration_tokens(d);
+        quote!(.max_delay(#d))
+    });
+    let multiplier = r.multiplier.map(|m| quote!(.multiplier(#m)));
+    let jitter = r.jitter.map(|j| quote!(.jitter(#j)));
+    quote! {
+        #krate::middleware::Retry::new(#attempts) #initial_delay #max_delay #multiplier #jitter
+    }
+}
+
+/// A duration parsed at compile time, as a `Duration::new(secs, nanos)` spanned at its literal.
+fn duration_tokens(d: &DurationLit) -> TokenStream {
+    let secs = d.value.as_secs();
+    let nanos = d.value.subsec_nanos();
+    quote_spanned!(d.span=> ::core::time::Duration::new(#secs, #nanos))
+}
+
+/// The closure the bus calls: clones the state, calls the handler, converts its result (spanned
+/// at the return type, so a wrong one is reported there).
+fn handler_closure_tokens(krate: &syn::Path, sig: &HandlerSig<'_>, ident: &Ident) -> TokenStream {
+    let event_ty = sig.event_ty;
+    let ret_ty = sig.ret_ty;
+    let event_var = format_ident!("__bus_event");
+    let delivery_var = format_ident!("__bus_delivery");
+    let state_var = format_ident!("__bus_state");
+    let delivery_param = if sig.extras.contains(&Extra::Delivery) {
+        quote!(#delivery_var)
+    } else {
+        quote!(_)
+    };
+    let extra_args = sig.extras.iter().map(|e| match e {
+        Extra::Delivery => &delivery_var,
+        Extra::State => &state_var,
+    });
+    let clone_state = sig
+        .state_ty
+        .map(|_| quote!(let #state_var = ::core::clone::Clone::clone(&#state_var);));
+    let convert = quote_spanned! {ret_ty.span()=>
+        <#ret_ty as #krate::__private::HandlerResult>::into_handler_result(__bus_fut.await)
+    };
+    quote! {
+        move |#event_var: #event_ty, #delivery_param: #krate::Delivery| {
+            #clone_state
+            let __bus_fut = #ident::handle(#event_var #(, #extra_args)*);
+            async move { #convert }
+        }
+    }
+}
+
+/// For a topic literal, a `const` that checks at compile time, with the runtime's own `const
+/// fn`s, that it is a valid filter (as the macro already checked with `bus_names`) and the
+/// event's topic or a subject under it (which needs the event type, so the macro cannot).
+fn topic_check_tokens(config: &Config, event_ty: &Type, cfgs: &[&Attribute]) -> TokenStream {
+    let Some(TopicArg::Literal(lit)) = &config.topic else {
+        return TokenStream::new();
+    };
+    let krate = &config.krate;
+    let value = lit.value();
+    let ty = event_ty.to_token_stream().to_string().replace(' ', "");
+    let invalid = format!("topic {value:?} is not a valid subscription filter");
+    let mismatch = format!(
+        "topic {value:?} is not a topic of `{ty}`: a handler's topic literal must be its event's \
+         topic (`{ty}::TOPIC`) or a subject under it (`<topic>.eu`, `<topic>.*`, `<topic>.>`); \
+         name a `Topic<{ty}>` constant for another topic of the same event"
+    );
+    quote_spanned! {lit.span()=>
+        #(#cfgs)*
+        const _: () = {
+            if !#krate::__private::filter_is_valid(#lit) {
+                ::core::panic!(#invalid)
+            }
+            if !#krate::__private::filter_within(#lit, #krate::__private::topic_of::<#event_ty>()) {
+                ::core::panic!(#mismatch)
+            }
+        };
     }
 }
