@@ -1,18 +1,21 @@
-//! Parsing of `#[event_handler(...)]` arguments: hand-written `Parse` impls over custom keywords.
+//! Parsing of `#[event_handler(...)]` arguments: hand-written parse functions over custom
+//! keywords, one per argument (and one per `retry(...)` setting).
 //!
-//! Each argument is parsed on its own; a bad one is recorded and parsing resumes after the next
-//! top-level comma, so every mistake in the attribute is reported at once. Values are checked
-//! as they are parsed (durations, zero counts, subjects); relations between arguments
-//! (duplicates, conflicts) are checked by [`crate::event_handler`].
+//! Every mistake is recorded in the [`Ctxt`], on the offending tokens, and parsing resumes after
+//! the next top-level comma, so all of them are reported at once. Values are checked as they are
+//! parsed (durations, zero counts, topics and groups by the `bus-names` rules), keys given twice
+//! by [`Keys`], and the one relation between arguments (`ordered` with `concurrency`) by
+//! [`Config::from_args`].
 
 use std::time::Duration;
 
 use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use syn::ext::IdentExt;
-use syn::parse::{ParseStream, Parser};
+use syn::parse::{Lookahead1, ParseStream, Parser};
+use syn::punctuated::Punctuated;
 use syn::{Ident, LitStr, Token};
 
-use crate::subject;
+use crate::ctxt::{Ctxt, Keys};
 
 mod kw {
     syn::custom_keyword!(topic);
@@ -36,7 +39,7 @@ mod kw {
 }
 
 /// The valid top-level arguments, as listed in "unknown argument" errors.
-pub(crate) const VALID_ARGS: &str = "`topic = ..`, `group = \"..\"`, `retry(attempts = N, ..)`, \
+const VALID_ARGS: &str = "`topic = ..`, `group = \"..\"`, `retry(attempts = N, ..)`, \
     `timeout = \"30s\"`, `recovery`, `logging`, `logging(level = \"debug\")`, `metrics`, \
     `error_handler = path`, `concurrency = N`, `ordered`, `max_deliver = N`, \
     `backoff = [\"1s\", \"5s\"]`, `crate = \"..\"`";
@@ -56,7 +59,7 @@ pub(crate) struct DurationLit {
 /// Where the handler listens.
 #[derive(Clone)]
 pub(crate) enum TopicArg {
-    /// A string literal filter, already checked against the subject rules.
+    /// A string literal filter, already checked with `bus_names::check_filter`.
     Literal(LitStr),
     /// A path to a `Topic<E>` constant (or any expression of that type).
     Path(syn::Path),
@@ -72,18 +75,9 @@ pub(crate) struct RetryArgs {
     pub(crate) jitter: Option<f64>,
 }
 
-/// One `#[event_handler]` argument: its key's span (for duplicate errors) and its value.
+/// An argument that adds a middleware layer (whose order matters).
 #[derive(Clone)]
-pub(crate) struct Arg {
-    pub(crate) key: Ident,
-    pub(crate) value: ArgValue,
-}
-
-/// The value of an argument.
-#[derive(Clone)]
-pub(crate) enum ArgValue {
-    Topic(TopicArg),
-    Group(LitStr),
+pub(crate) enum Layer {
     Retry(RetryArgs),
     Timeout(DurationLit),
     Recovery,
@@ -91,6 +85,31 @@ pub(crate) enum ArgValue {
     Logging(Option<Ident>),
     Metrics,
     ErrorHandler(syn::Path),
+}
+
+/// The checked attribute.
+pub(crate) struct Config {
+    pub(crate) krate: syn::Path,
+    pub(crate) topic: Option<TopicArg>,
+    pub(crate) group: Option<LitStr>,
+    /// Middleware in the order written: first = outermost.
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) ordered: bool,
+    pub(crate) max_deliver: Option<u32>,
+    pub(crate) backoff: Option<Vec<DurationLit>>,
+}
+
+/// One argument: its key (for duplicate and conflict errors) and its value.
+struct Arg {
+    key: Ident,
+    value: ArgValue,
+}
+
+enum ArgValue {
+    Topic(TopicArg),
+    Group(LitStr),
+    Layer(Layer),
     Concurrency(usize),
     Ordered,
     MaxDeliver(u32),
@@ -98,62 +117,102 @@ pub(crate) enum ArgValue {
     Crate(syn::Path),
 }
 
-impl ArgValue {
-    /// Whether the argument adds a middleware layer (whose order matters).
-    pub(crate) fn is_middleware(&self) -> bool {
-        matches!(
-            self,
-            ArgValue::Retry(_)
-                | ArgValue::Timeout(_)
-                | ArgValue::Recovery
-                | ArgValue::Logging(_)
-                | ArgValue::Metrics
-                | ArgValue::ErrorHandler(_)
-        )
+impl Config {
+    /// Parses and checks the attribute's tokens, recording every mistake in `cx`. Never fails as
+    /// a whole: the arguments that parsed are kept.
+    pub(crate) fn parse(cx: &Ctxt, tokens: TokenStream) -> Config {
+        let mut keys = Keys::new("`#[event_handler]` argument");
+        let mut args = Vec::new();
+        parse_list(
+            cx,
+            tokens,
+            "expected `,` between `#[event_handler]` arguments",
+            |input| {
+                let arg = parse_arg(cx, input)?;
+                if keys.first(cx, &arg.key) {
+                    args.push(arg);
+                }
+                Ok(())
+            },
+        );
+        Config::from_args(cx, args)
     }
-}
 
-/// All arguments that parsed, plus the errors of those that did not.
-pub(crate) struct Args {
-    pub(crate) items: Vec<Arg>,
-    pub(crate) errors: Vec<syn::Error>,
-}
-
-impl Args {
-    /// Parses the attribute's tokens; never fails as a whole.
-    pub(crate) fn parse_tokens(tokens: TokenStream) -> Args {
-        let mut args = Args {
-            items: Vec::new(),
-            errors: Vec::new(),
+    /// The configuration of arguments given at most once each, checking how they go together.
+    fn from_args(cx: &Ctxt, args: Vec<Arg>) -> Config {
+        let mut config = Config {
+            krate: syn::parse_quote!(::bus),
+            topic: None,
+            group: None,
+            layers: Vec::new(),
+            concurrency: None,
+            ordered: false,
+            max_deliver: None,
+            backoff: None,
         };
-        let parser = |input: ParseStream<'_>| {
-            while !input.is_empty() {
-                match parse_arg(input) {
-                    Ok(arg) => args.items.push(arg),
-                    Err(e) => {
-                        args.errors.push(e);
-                        skip_past_comma(input)?;
-                        continue;
-                    }
+        let mut concurrency_key = None;
+        for Arg { key, value } in args {
+            match value {
+                ArgValue::Topic(t) => config.topic = Some(t),
+                ArgValue::Group(g) => config.group = Some(g),
+                ArgValue::Layer(layer) => config.layers.push(layer),
+                ArgValue::Concurrency(n) => {
+                    config.concurrency = Some(n);
+                    concurrency_key = Some(key);
                 }
-                if input.is_empty() {
-                    break;
-                }
-                if let Err(e) = input.parse::<Token![,]>() {
-                    args.errors.push(syn::Error::new(
-                        e.span(),
-                        "expected `,` between `#[event_handler]` arguments",
-                    ));
-                    skip_past_comma(input)?;
-                }
+                ArgValue::Ordered => config.ordered = true,
+                ArgValue::MaxDeliver(n) => config.max_deliver = Some(n),
+                ArgValue::Backoff(b) => config.backoff = Some(b),
+                ArgValue::Crate(p) => config.krate = p,
             }
-            Ok(())
-        };
-        if let Err(e) = parser.parse2(tokens) {
-            args.errors.push(e);
         }
-        args
+        if let Some(key) = concurrency_key
+            && config.ordered
+        {
+            cx.error_at(
+                key.span(),
+                "`ordered` already runs one handler at a time, in order; remove `concurrency` or `ordered`",
+            );
+        }
+        config
     }
+}
+
+/// Parses a comma-separated list with `item`, one item at a time: an item that fails is
+/// recorded in `cx` and parsing resumes after the next top-level comma, so every bad item is
+/// reported. Returns whether every item parsed.
+fn parse_list(
+    cx: &Ctxt,
+    tokens: TokenStream,
+    missing_comma: &str,
+    mut item: impl FnMut(ParseStream<'_>) -> syn::Result<()>,
+) -> bool {
+    let mut clean = true;
+    let mut fail = |e: syn::Error| {
+        cx.syn_error(e);
+        clean = false;
+    };
+    let parser = |input: ParseStream<'_>| {
+        while !input.is_empty() {
+            if let Err(e) = item(input) {
+                fail(e);
+                skip_past_comma(input)?;
+                continue;
+            }
+            if input.is_empty() {
+                break;
+            }
+            if let Err(e) = input.parse::<Token![,]>() {
+                fail(syn::Error::new(e.span(), missing_comma));
+                skip_past_comma(input)?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = parser.parse2(tokens) {
+        fail(e);
+    }
+    clean
 }
 
 /// Skips tokens up to and including the next top-level comma (or to the end).
@@ -172,160 +231,433 @@ fn skip_past_comma(input: ParseStream<'_>) -> syn::Result<()> {
     })
 }
 
-fn parse_arg(input: ParseStream<'_>) -> syn::Result<Arg> {
+// ---------------------------------------------------------------------------------------------
+// The top-level arguments, one function each.
+
+fn parse_arg(cx: &Ctxt, input: ParseStream<'_>) -> syn::Result<Arg> {
     let lookahead = input.lookahead1();
-    let (key, value) = if lookahead.peek(kw::topic) {
-        let key = key::<kw::topic>(input)?;
-        eq(
-            input,
-            "topic",
-            "`topic = \"cqc.events.v1.price_updated\"` or `topic = MY_TOPIC`",
-        )?;
-        let value = if input.peek(LitStr) {
-            let lit: LitStr = input.parse()?;
-            if let Some(reason) = subject::filter_error(&lit.value()) {
-                return Err(syn::Error::new(
-                    lit.span(),
-                    format!("invalid topic {:?}: {reason}", lit.value()),
-                ));
-            }
-            TopicArg::Literal(lit)
-        } else if input.peek(Ident::peek_any) || input.peek(Token![::]) {
-            TopicArg::Path(input.parse()?)
-        } else {
-            return Err(input.error(
-                "expected a topic: a string literal like \"cqc.events.v1.price_updated\" or the path of a `Topic<E>` constant",
-            ));
-        };
-        (key, ArgValue::Topic(value))
+    if lookahead.peek(kw::topic) {
+        topic(input)
     } else if lookahead.peek(kw::group) {
-        let key = key::<kw::group>(input)?;
-        eq(input, "group", "`group = \"risk\"`")?;
-        let lit: LitStr = input.parse().map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                "expected the group as a string literal: `group = \"risk\"`",
-            )
-        })?;
-        if let Some(reason) = subject::group_error(&lit.value()) {
-            return Err(syn::Error::new(
-                lit.span(),
-                format!("invalid group {:?}: {reason}", lit.value()),
-            ));
-        }
-        (key, ArgValue::Group(lit))
+        group(input)
     } else if lookahead.peek(kw::retry) {
-        let key = key::<kw::retry>(input)?;
-        let Some(group) = delimited(input, Delimiter::Parenthesis) else {
-            return Err(syn::Error::new(
-                key.span(),
-                format!(
-                    "`retry` needs its settings: `retry(attempts = 3)`; the settings are {VALID_RETRY_ARGS}"
-                ),
-            ));
-        };
-        let retry = parse_retry(group.0, group.1)?;
-        (key, ArgValue::Retry(retry))
+        retry(cx, input)
     } else if lookahead.peek(kw::timeout) {
-        let key = key::<kw::timeout>(input)?;
-        eq(input, "timeout", "`timeout = \"30s\"`")?;
-        let d = duration(input)?;
-        if d.value.is_zero() {
-            return Err(syn::Error::new(
-                d.span,
-                "a zero timeout would cancel every handler at once; give the time a handler may take, like \"30s\"",
-            ));
-        }
-        (key, ArgValue::Timeout(d))
+        timeout(input)
     } else if lookahead.peek(kw::recovery) {
-        (flag::<kw::recovery>(input)?, ArgValue::Recovery)
+        flag::<kw::recovery>(input, ArgValue::Layer(Layer::Recovery))
     } else if lookahead.peek(kw::logging) {
-        let key = key::<kw::logging>(input)?;
-        let level = match delimited(input, Delimiter::Parenthesis) {
-            None => None,
-            Some((tokens, span)) => Some(parse_logging(tokens, span)?),
-        };
-        (key, ArgValue::Logging(level))
+        logging(input)
     } else if lookahead.peek(kw::metrics) {
-        (flag::<kw::metrics>(input)?, ArgValue::Metrics)
+        flag::<kw::metrics>(input, ArgValue::Layer(Layer::Metrics))
     } else if lookahead.peek(kw::error_handler) {
-        let key = key::<kw::error_handler>(input)?;
-        eq(input, "error_handler", "`error_handler = my_error_handler`")?;
-        (key, ArgValue::ErrorHandler(input.parse()?))
+        error_handler(input)
     } else if lookahead.peek(kw::concurrency) {
-        let key = key::<kw::concurrency>(input)?;
-        eq(input, "concurrency", "`concurrency = 8`")?;
-        let n = positive::<usize>(
-            input,
-            "concurrency must be at least 1: it is how many handlers run at once (use `ordered` for one at a time, in order)",
-        )?;
-        (key, ArgValue::Concurrency(n))
+        concurrency(input)
     } else if lookahead.peek(kw::ordered) {
-        (flag::<kw::ordered>(input)?, ArgValue::Ordered)
+        flag::<kw::ordered>(input, ArgValue::Ordered)
     } else if lookahead.peek(kw::max_deliver) {
-        let key = key::<kw::max_deliver>(input)?;
-        eq(input, "max_deliver", "`max_deliver = 5`")?;
-        let n = positive::<u32>(
-            input,
-            "max_deliver must be at least 1: it counts every delivery, the first included",
-        )?;
-        (key, ArgValue::MaxDeliver(n))
+        max_deliver(input)
     } else if lookahead.peek(kw::backoff) {
-        let key = key::<kw::backoff>(input)?;
-        eq(input, "backoff", "`backoff = [\"1s\", \"5s\", \"30s\"]`")?;
-        let Some((tokens, span)) = delimited(input, Delimiter::Bracket) else {
-            return Err(input.error(
-                "expected a list of delays in brackets: `backoff = [\"1s\", \"5s\", \"30s\"]`",
-            ));
-        };
-        (key, ArgValue::Backoff(parse_backoff(tokens, span)?))
+        backoff(cx, input)
     } else if lookahead.peek(Token![crate]) {
-        let token: Token![crate] = input.parse()?;
-        let key = Ident::new("crate", token.span);
-        eq(input, "crate", "`crate = \"my_bus\"`")?;
-        let lit: LitStr = input.parse()?;
-        let path = lit.parse::<syn::Path>().map_err(|_| {
-            syn::Error::new(
-                lit.span(),
-                format!(
-                    "`crate` must name the runtime crate by a path, like \"bus\" or \"::my_bus\", not {:?}",
-                    lit.value()
-                ),
-            )
-        })?;
-        (key, ArgValue::Crate(path))
-    } else if input.peek(Ident::peek_any) {
-        let ident = input.call(Ident::parse_any)?;
-        return Err(syn::Error::new(
+        krate(input)
+    } else {
+        Err(unknown_arg(input, lookahead))
+    }
+}
+
+fn unknown_arg(input: ParseStream<'_>, lookahead: Lookahead1<'_>) -> syn::Error {
+    match input.call(Ident::parse_any) {
+        Ok(ident) => syn::Error::new(
             ident.span(),
             format!("unknown `#[event_handler]` argument `{ident}`; expected one of: {VALID_ARGS}"),
-        ));
-    } else {
-        let e = lookahead.error();
-        return Err(syn::Error::new(
-            e.span(),
+        ),
+        Err(_) => syn::Error::new(
+            lookahead.error().span(),
             format!("expected an `#[event_handler]` argument, one of: {VALID_ARGS}"),
+        ),
+    }
+}
+
+/// `topic = "literal"` (checked with `bus_names::check_filter`) or `topic = PATH`.
+fn topic(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::topic>(input)?;
+    eq(
+        input,
+        "topic",
+        "`topic = \"cqc.events.v1.price_updated\"` or `topic = MY_TOPIC`",
+    )?;
+    let value = if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        if let Err(e) = bus_names::check_filter(&lit.value()) {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!("invalid topic {:?}: {}", lit.value(), e.reason()),
+            ));
+        }
+        TopicArg::Literal(lit)
+    } else if input.peek(Ident::peek_any) || input.peek(Token![::]) {
+        TopicArg::Path(input.parse()?)
+    } else {
+        return Err(input.error(
+            "expected a topic: a string literal like \"cqc.events.v1.price_updated\" or the path of a `Topic<E>` constant",
         ));
     };
+    Ok(Arg {
+        key,
+        value: ArgValue::Topic(value),
+    })
+}
+
+/// `group = "risk"`, checked with `bus_names::check_group`.
+fn group(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::group>(input)?;
+    eq(input, "group", "`group = \"risk\"`")?;
+    let lit: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the group as a string literal: `group = \"risk\"`",
+        )
+    })?;
+    if let Err(e) = bus_names::check_group(&lit.value()) {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("invalid group {:?}: {}", lit.value(), e.reason()),
+        ));
+    }
+    Ok(Arg {
+        key,
+        value: ArgValue::Group(lit),
+    })
+}
+
+/// `retry(...)`; its settings' mistakes are recorded in `cx`.
+fn retry(cx: &Ctxt, input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::retry>(input)?;
+    let Some((tokens, span)) = delimited(input, Delimiter::Parenthesis) else {
+        return Err(syn::Error::new(
+            key.span(),
+            format!(
+                "`retry` needs its settings: `retry(attempts = 3)`; the settings are {VALID_RETRY_ARGS}"
+            ),
+        ));
+    };
+    let retry = parse_retry(cx, tokens, span);
+    Ok(Arg {
+        key,
+        value: ArgValue::Layer(Layer::Retry(retry)),
+    })
+}
+
+/// `timeout = "30s"`, not zero.
+fn timeout(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::timeout>(input)?;
+    eq(input, "timeout", "`timeout = \"30s\"`")?;
+    let d = duration(input)?;
+    if d.value.is_zero() {
+        return Err(syn::Error::new(
+            d.span,
+            "a zero timeout would cancel every handler at once; give the time a handler may take, like \"30s\"",
+        ));
+    }
+    Ok(Arg {
+        key,
+        value: ArgValue::Layer(Layer::Timeout(d)),
+    })
+}
+
+/// `logging` or `logging(level = "debug")`.
+fn logging(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::logging>(input)?;
+    let level = match delimited(input, Delimiter::Parenthesis) {
+        None => None,
+        Some((tokens, span)) => Some(parse_logging(tokens, span)?),
+    };
+    Ok(Arg {
+        key,
+        value: ArgValue::Layer(Layer::Logging(level)),
+    })
+}
+
+/// `error_handler = path`.
+fn error_handler(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::error_handler>(input)?;
+    eq(input, "error_handler", "`error_handler = my_error_handler`")?;
+    Ok(Arg {
+        key,
+        value: ArgValue::Layer(Layer::ErrorHandler(input.parse()?)),
+    })
+}
+
+/// `concurrency = 8`, at least 1.
+fn concurrency(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::concurrency>(input)?;
+    eq(input, "concurrency", "`concurrency = 8`")?;
+    let n = positive::<usize>(
+        input,
+        "concurrency must be at least 1: it is how many handlers run at once (use `ordered` for one at a time, in order)",
+    )?;
+    Ok(Arg {
+        key,
+        value: ArgValue::Concurrency(n),
+    })
+}
+
+/// `max_deliver = 5`, at least 1.
+fn max_deliver(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::max_deliver>(input)?;
+    eq(input, "max_deliver", "`max_deliver = 5`")?;
+    let n = positive::<u32>(
+        input,
+        "max_deliver must be at least 1: it counts every delivery, the first included",
+    )?;
+    Ok(Arg {
+        key,
+        value: ArgValue::MaxDeliver(n),
+    })
+}
+
+/// `backoff = ["1s", "5s", "30s"]`: at least one delay, none zero; each bad delay is recorded in
+/// `cx`.
+fn backoff(cx: &Ctxt, input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::backoff>(input)?;
+    eq(input, "backoff", "`backoff = [\"1s\", \"5s\", \"30s\"]`")?;
+    let Some((tokens, span)) = delimited(input, Delimiter::Bracket) else {
+        return Err(input.error(
+            "expected a list of delays in brackets: `backoff = [\"1s\", \"5s\", \"30s\"]`",
+        ));
+    };
+    let lits = Punctuated::<LitStr, Token![,]>::parse_terminated.parse2(tokens)?;
+    if lits.is_empty() {
+        return Err(syn::Error::new(
+            span,
+            "`backoff` needs at least one delay, like `backoff = [\"1s\", \"5s\", \"30s\"]` (the last one repeats)",
+        ));
+    }
+    let mut delays = Vec::new();
+    for lit in &lits {
+        match parse_duration(lit) {
+            Ok(d) if d.value.is_zero() => cx.error_at(
+                d.span,
+                "a zero redelivery delay makes a hot redelivery loop; give a delay like \"1s\"",
+            ),
+            Ok(d) => delays.push(d),
+            Err(e) => cx.syn_error(e),
+        }
+    }
+    Ok(Arg {
+        key,
+        value: ArgValue::Backoff(delays),
+    })
+}
+
+/// `crate = "my_bus"`: the path of the runtime crate.
+fn krate(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let token: Token![crate] = input.parse()?;
+    let key = Ident::new("crate", token.span);
+    eq(input, "crate", "`crate = \"my_bus\"`")?;
+    let lit: LitStr = input.parse()?;
+    let path = lit.parse::<syn::Path>().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "`crate` must name the runtime crate by a path, like \"bus\" or \"::my_bus\", not {:?}",
+                lit.value()
+            ),
+        )
+    })?;
+    Ok(Arg {
+        key,
+        value: ArgValue::Crate(path),
+    })
+}
+
+/// A flag (an argument without a value), rejecting `flag = ..` and `flag(..)`.
+fn flag<K: syn::parse::Parse>(input: ParseStream<'_>, value: ArgValue) -> syn::Result<Arg> {
+    let key = key::<K>(input)?;
+    if input.peek(Token![=]) || input.peek(syn::token::Paren) {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("`{key}` takes no value: write `{key}` alone, or leave it out"),
+        ));
+    }
     Ok(Arg { key, value })
 }
+
+fn parse_logging(tokens: TokenStream, span: Span) -> syn::Result<Ident> {
+    let parser = |input: ParseStream<'_>| -> syn::Result<Ident> {
+        if input.is_empty() {
+            return Err(syn::Error::new(
+                span,
+                "write `logging` alone for INFO, or `logging(level = \"debug\")`",
+            ));
+        }
+        if !input.peek(kw::level) {
+            let key = input.call(Ident::parse_any)?;
+            return Err(syn::Error::new(
+                key.span(),
+                format!("unknown `logging` setting `{key}`; expected `level = \"debug\"`"),
+            ));
+        }
+        input.parse::<kw::level>()?;
+        eq(input, "level", "`level = \"debug\"`")?;
+        let lit: LitStr = input.parse()?;
+        let name = match lit.value().to_ascii_lowercase().as_str() {
+            "trace" => "TRACE",
+            "debug" => "DEBUG",
+            "info" => "INFO",
+            "warn" | "warning" => "WARN",
+            "error" => "ERROR",
+            _ => {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    format!(
+                        "unknown log level {:?}; expected {VALID_LEVELS}",
+                        lit.value()
+                    ),
+                ));
+            }
+        };
+        input.parse::<Option<Token![,]>>()?;
+        Ok(Ident::new(name, lit.span()))
+    };
+    parser.parse2(tokens)
+}
+
+// ---------------------------------------------------------------------------------------------
+// `retry(...)`, one function per setting.
+
+/// One `retry` setting.
+enum RetrySetting {
+    Attempts(u32),
+    InitialDelay(DurationLit),
+    MaxDelay(DurationLit),
+    Multiplier(f64),
+    Jitter(f64),
+}
+
+/// Parses the inside of `retry(...)` (spanning `span`), recording every bad setting in `cx`.
+fn parse_retry(cx: &Ctxt, tokens: TokenStream, span: Span) -> RetryArgs {
+    let mut keys = Keys::new("`retry` setting");
+    let mut attempts = None;
+    let mut retry = RetryArgs {
+        attempts: 1,
+        initial_delay: None,
+        max_delay: None,
+        multiplier: None,
+        jitter: None,
+    };
+    let clean = parse_list(
+        cx,
+        tokens,
+        "expected `,` between `retry` settings",
+        |input| {
+            let (key, setting) = retry_setting(input)?;
+            if keys.first(cx, &key) {
+                match setting {
+                    RetrySetting::Attempts(n) => attempts = Some(n),
+                    RetrySetting::InitialDelay(d) => retry.initial_delay = Some(d),
+                    RetrySetting::MaxDelay(d) => retry.max_delay = Some(d),
+                    RetrySetting::Multiplier(m) => retry.multiplier = Some(m),
+                    RetrySetting::Jitter(j) => retry.jitter = Some(j),
+                }
+            }
+            Ok(())
+        },
+    );
+    if let (Some(init), Some(max)) = (&retry.initial_delay, &retry.max_delay)
+        && max.value < init.value
+    {
+        cx.error_at(
+            max.span,
+            "max_delay is below initial_delay; raise max_delay or lower initial_delay",
+        );
+    }
+    match attempts {
+        Some(n) => retry.attempts = n,
+        // A setting that did not parse may have been `attempts`: its error says enough.
+        None if clean => cx.error_at(
+            span,
+            "`retry` needs `attempts = N`, the most runs in all (the first included): `retry(attempts = 3)`",
+        ),
+        None => {}
+    }
+    retry
+}
+
+fn retry_setting(input: ParseStream<'_>) -> syn::Result<(Ident, RetrySetting)> {
+    let lookahead = input.lookahead1();
+    let key = input.fork().call(Ident::parse_any)?;
+    let setting = if lookahead.peek(kw::attempts) {
+        attempts(input)?
+    } else if lookahead.peek(kw::initial_delay) {
+        input.parse::<kw::initial_delay>()?;
+        eq(input, "initial_delay", "`initial_delay = \"100ms\"`")?;
+        RetrySetting::InitialDelay(duration(input)?)
+    } else if lookahead.peek(kw::max_delay) {
+        input.parse::<kw::max_delay>()?;
+        eq(input, "max_delay", "`max_delay = \"10s\"`")?;
+        RetrySetting::MaxDelay(duration(input)?)
+    } else if lookahead.peek(kw::multiplier) {
+        multiplier(input)?
+    } else if lookahead.peek(kw::jitter) {
+        jitter(input)?
+    } else {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("unknown `retry` setting `{key}`; expected one of: {VALID_RETRY_ARGS}"),
+        ));
+    };
+    Ok((key, setting))
+}
+
+/// `attempts = 3`, at least 1.
+fn attempts(input: ParseStream<'_>) -> syn::Result<RetrySetting> {
+    input.parse::<kw::attempts>()?;
+    eq(input, "attempts", "`attempts = 3`")?;
+    let n = positive::<u32>(
+        input,
+        "retry attempts must be at least 1 (the first run counts): `attempts = 3` runs the handler up to three times",
+    )?;
+    Ok(RetrySetting::Attempts(n))
+}
+
+/// `multiplier = 2.0`, at least 1.0.
+fn multiplier(input: ParseStream<'_>) -> syn::Result<RetrySetting> {
+    input.parse::<kw::multiplier>()?;
+    eq(input, "multiplier", "`multiplier = 2.0`")?;
+    let (m, span) = number(input, "multiplier")?;
+    if !(m >= 1.0 && m.is_finite()) {
+        return Err(syn::Error::new(
+            span,
+            "the retry multiplier must be at least 1.0 (delays never shrink), like `2.0`",
+        ));
+    }
+    Ok(RetrySetting::Multiplier(m))
+}
+
+/// `jitter = 0.2`, between 0.0 and 1.0.
+fn jitter(input: ParseStream<'_>) -> syn::Result<RetrySetting> {
+    input.parse::<kw::jitter>()?;
+    eq(input, "jitter", "`jitter = 0.2`")?;
+    let (j, span) = number(input, "jitter")?;
+    if !(0.0..=1.0).contains(&j) {
+        return Err(syn::Error::new(
+            span,
+            "jitter is a fraction of each delay between 0.0 and 1.0, like `0.2` for ±20%",
+        ));
+    }
+    Ok(RetrySetting::Jitter(j))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values.
 
 /// Parses a custom keyword and returns it as an identifier with its span.
 fn key<K: syn::parse::Parse>(input: ParseStream<'_>) -> syn::Result<Ident> {
     let ident = input.fork().call(Ident::parse_any)?;
     input.parse::<K>()?;
-    Ok(ident)
-}
-
-/// Parses a flag (an argument without a value), rejecting `flag = ..` and `flag(..)`.
-fn flag<K: syn::parse::Parse>(input: ParseStream<'_>) -> syn::Result<Ident> {
-    let ident = key::<K>(input)?;
-    if input.peek(Token![=]) || input.peek(syn::token::Paren) {
-        return Err(syn::Error::new(
-            ident.span(),
-            format!("`{ident}` takes no value: write `{ident}` alone, or leave it out"),
-        ));
-    }
     Ok(ident)
 }
 
@@ -360,7 +692,7 @@ fn duration(input: ParseStream<'_>) -> syn::Result<DurationLit> {
     parse_duration(&lit)
 }
 
-pub(crate) fn parse_duration(lit: &LitStr) -> syn::Result<DurationLit> {
+fn parse_duration(lit: &LitStr) -> syn::Result<DurationLit> {
     match humantime::parse_duration(lit.value().trim()) {
         Ok(value) => Ok(DurationLit {
             value,
@@ -404,204 +736,4 @@ fn number(input: ParseStream<'_>, what: &str) -> syn::Result<(f64, Span)> {
         }
     };
     Ok((value, lit.span()))
-}
-
-/// Parses the inside of `retry(...)`, reporting every bad setting at once.
-fn parse_retry(tokens: TokenStream, span: Span) -> syn::Result<RetryArgs> {
-    let mut errors: Vec<syn::Error> = Vec::new();
-    let mut attempts = None;
-    let mut initial_delay = None;
-    let mut max_delay = None;
-    let mut multiplier = None;
-    let mut jitter = None;
-    let parser = |input: ParseStream<'_>| {
-        while !input.is_empty() {
-            let result = (|| -> syn::Result<()> {
-                let lookahead = input.lookahead1();
-                let key = input.fork().call(Ident::parse_any)?;
-                let dup = |seen: bool| {
-                    if seen {
-                        Err(syn::Error::new(
-                            key.span(),
-                            format!("duplicate `{key}` in `retry(...)`; give it once"),
-                        ))
-                    } else {
-                        Ok(())
-                    }
-                };
-                if lookahead.peek(kw::attempts) {
-                    input.parse::<kw::attempts>()?;
-                    eq(input, "attempts", "`attempts = 3`")?;
-                    let n = positive::<u32>(
-                        input,
-                        "retry attempts must be at least 1 (the first run counts): `attempts = 3` runs the handler up to three times",
-                    )?;
-                    dup(attempts.is_some())?;
-                    attempts = Some(n);
-                } else if lookahead.peek(kw::initial_delay) {
-                    input.parse::<kw::initial_delay>()?;
-                    eq(input, "initial_delay", "`initial_delay = \"100ms\"`")?;
-                    let d = duration(input)?;
-                    dup(initial_delay.is_some())?;
-                    initial_delay = Some(d);
-                } else if lookahead.peek(kw::max_delay) {
-                    input.parse::<kw::max_delay>()?;
-                    eq(input, "max_delay", "`max_delay = \"10s\"`")?;
-                    let d = duration(input)?;
-                    dup(max_delay.is_some())?;
-                    max_delay = Some(d);
-                } else if lookahead.peek(kw::multiplier) {
-                    input.parse::<kw::multiplier>()?;
-                    eq(input, "multiplier", "`multiplier = 2.0`")?;
-                    let (m, span) = number(input, "multiplier")?;
-                    if !(m >= 1.0 && m.is_finite()) {
-                        return Err(syn::Error::new(
-                            span,
-                            "the retry multiplier must be at least 1.0 (delays never shrink), like `2.0`",
-                        ));
-                    }
-                    dup(multiplier.is_some())?;
-                    multiplier = Some(m);
-                } else if lookahead.peek(kw::jitter) {
-                    input.parse::<kw::jitter>()?;
-                    eq(input, "jitter", "`jitter = 0.2`")?;
-                    let (j, span) = number(input, "jitter")?;
-                    if !(0.0..=1.0).contains(&j) {
-                        return Err(syn::Error::new(
-                            span,
-                            "jitter is a fraction of each delay between 0.0 and 1.0, like `0.2` for ±20%",
-                        ));
-                    }
-                    dup(jitter.is_some())?;
-                    jitter = Some(j);
-                } else {
-                    return Err(syn::Error::new(
-                        key.span(),
-                        format!(
-                            "unknown `retry` setting `{key}`; expected one of: {VALID_RETRY_ARGS}"
-                        ),
-                    ));
-                }
-                Ok(())
-            })();
-            if let Err(e) = result {
-                errors.push(e);
-                skip_past_comma(input)?;
-                continue;
-            }
-            if !input.is_empty()
-                && let Err(e) = input.parse::<Token![,]>()
-            {
-                errors.push(e);
-                skip_past_comma(input)?;
-            }
-        }
-        Ok(())
-    };
-    if let Err(e) = parser.parse2(tokens) {
-        errors.push(e);
-    }
-    if let (Some(init), Some(max)) = (&initial_delay, &max_delay)
-        && max.value < init.value
-    {
-        errors.push(syn::Error::new(
-            max.span,
-            "max_delay is below initial_delay; raise max_delay or lower initial_delay",
-        ));
-    }
-    if attempts.is_none() && errors.is_empty() {
-        errors.push(syn::Error::new(
-            span,
-            "`retry` needs `attempts = N`, the most runs in all (the first included): `retry(attempts = 3)`",
-        ));
-    }
-    combine(errors)?;
-    Ok(RetryArgs {
-        attempts: attempts.unwrap_or(1),
-        initial_delay,
-        max_delay,
-        multiplier,
-        jitter,
-    })
-}
-
-fn parse_logging(tokens: TokenStream, span: Span) -> syn::Result<Ident> {
-    let parser = |input: ParseStream<'_>| -> syn::Result<Ident> {
-        if input.is_empty() {
-            return Err(syn::Error::new(
-                span,
-                "write `logging` alone for INFO, or `logging(level = \"debug\")`",
-            ));
-        }
-        if !input.peek(kw::level) {
-            let key = input.call(Ident::parse_any)?;
-            return Err(syn::Error::new(
-                key.span(),
-                format!("unknown `logging` setting `{key}`; expected `level = \"debug\"`"),
-            ));
-        }
-        input.parse::<kw::level>()?;
-        eq(input, "level", "`level = \"debug\"`")?;
-        let lit: LitStr = input.parse()?;
-        let name = match lit.value().to_ascii_lowercase().as_str() {
-            "trace" => "TRACE",
-            "debug" => "DEBUG",
-            "info" => "INFO",
-            "warn" | "warning" => "WARN",
-            "error" => "ERROR",
-            _ => {
-                return Err(syn::Error::new(
-                    lit.span(),
-                    format!(
-                        "unknown log level {:?}; expected {VALID_LEVELS}",
-                        lit.value()
-                    ),
-                ));
-            }
-        };
-        input.parse::<Option<Token![,]>>()?;
-        Ok(Ident::new(name, lit.span()))
-    };
-    parser.parse2(tokens)
-}
-
-fn parse_backoff(tokens: TokenStream, span: Span) -> syn::Result<Vec<DurationLit>> {
-    let parser = |input: ParseStream<'_>| -> syn::Result<Vec<DurationLit>> {
-        let mut errors = Vec::new();
-        let mut delays = Vec::new();
-        let lits = input.parse_terminated(|i: ParseStream<'_>| i.parse::<LitStr>(), Token![,])?;
-        for lit in lits {
-            match parse_duration(&lit) {
-                Ok(d) if d.value.is_zero() => errors.push(syn::Error::new(
-                    d.span,
-                    "a zero redelivery delay makes a hot redelivery loop; give a delay like \"1s\"",
-                )),
-                Ok(d) => delays.push(d),
-                Err(e) => errors.push(e),
-            }
-        }
-        combine(errors)?;
-        Ok(delays)
-    };
-    let delays = parser.parse2(tokens)?;
-    if delays.is_empty() {
-        return Err(syn::Error::new(
-            span,
-            "`backoff` needs at least one delay, like `backoff = [\"1s\", \"5s\", \"30s\"]` (the last one repeats)",
-        ));
-    }
-    Ok(delays)
-}
-
-fn combine(errors: Vec<syn::Error>) -> syn::Result<()> {
-    let mut errors = errors.into_iter();
-    match errors.next() {
-        None => Ok(()),
-        Some(mut first) => {
-            for e in errors {
-                first.combine(e);
-            }
-            Err(first)
-        }
-    }
 }

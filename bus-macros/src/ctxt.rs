@@ -1,11 +1,14 @@
 //! Error collection, in the style of `serde_derive`'s `Ctxt`: every check records its errors and
-//! the expansion reports them all at once, each on its own span.
+//! the expansion reports them all at once, each on its own span. [`Keys`] is the one place that
+//! reports a key given twice, for the attribute's arguments and for `retry(...)`'s settings.
 
 use std::cell::RefCell;
 use std::fmt::Display;
 
 use proc_macro2::Span;
 use quote::ToTokens;
+use syn::Ident;
+use syn::ext::IdentExt;
 
 /// Collects the errors of one expansion. [`Ctxt::check`] must be called before it is dropped.
 pub(crate) struct Ctxt {
@@ -38,11 +41,6 @@ impl Ctxt {
             .push(err);
     }
 
-    /// Whether an error was recorded so far.
-    pub(crate) fn has_errors(&self) -> bool {
-        self.errors.borrow().as_ref().is_some_and(|e| !e.is_empty())
-    }
-
     /// All recorded errors combined into one, or `Ok` when there are none.
     pub(crate) fn check(self) -> syn::Result<()> {
         let mut errors = self
@@ -66,5 +64,39 @@ impl Drop for Ctxt {
         if !std::thread::panicking() && self.errors.borrow().is_some() {
             panic!("bus-macros: forgot to check for errors");
         }
+    }
+}
+
+/// The keys seen so far in one list of settings, so that a key given twice is reported once, on
+/// its second occurrence (the first value is kept).
+pub(crate) struct Keys {
+    /// What a key is, for the message: "`#[event_handler]` argument", "`retry` setting".
+    what: &'static str,
+    seen: Vec<String>,
+}
+
+impl Keys {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Keys {
+            what,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Whether `key` is given for the first time; if not, records a duplicate error on it.
+    pub(crate) fn first(&mut self, cx: &Ctxt, key: &Ident) -> bool {
+        let name = key.unraw().to_string();
+        if self.seen.contains(&name) {
+            cx.error_at(
+                key.span(),
+                format!(
+                    "duplicate {} `{name}`: it is already given; give it once",
+                    self.what
+                ),
+            );
+            return false;
+        }
+        self.seen.push(name);
+        true
     }
 }

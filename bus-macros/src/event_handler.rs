@@ -9,25 +9,26 @@
 //!
 //! it generates a unit struct `on_price` (so the name is a value), whose associated function
 //! `on_price::handle` is the original function, and either `impl IntoSubscription for on_price`
-//! (no state) or `on_price.with_state(state) -> Subscription`. Type-dependent checks (the event
-//! type, the return type, a typed topic) go through `bus::__private` traits that carry
-//! `#[diagnostic::on_unimplemented]` messages, spanned at the user's tokens.
-
-use std::collections::HashMap;
+//! (no state) or `on_price.with_state(state) -> Subscription`. The subscription is built with the
+//! public `SubscriptionBuilder`, started by `bus::__private::subscription::<E>(NAME)` (or
+//! `subscription_on`). Type-dependent checks (the event type, the return type, a typed topic) go
+//! through `bus::__private` traits that carry `#[diagnostic::on_unimplemented]` messages, spanned
+//! at the user's tokens.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, LitStr, PathArguments, ReturnType, Type};
+use syn::{Attribute, Ident, ItemFn, Type};
 
-use crate::attr::{ArgValue, Args, DurationLit, RetryArgs, TopicArg};
+use crate::attr::{Config, DurationLit, Layer, RetryArgs, TopicArg};
 use crate::ctxt::Ctxt;
+use crate::signature::{Extra, HandlerSig};
 
 /// Expands `#[event_handler(attr)] item`. On any error the function is emitted unchanged, with
 /// every error next to it, so the rest of the crate (and the IDE) keeps working.
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let item_fn: ItemFn = match syn::parse2(item.clone()) {
+    let f: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(_) => {
             let mut out = item;
@@ -42,472 +43,49 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             return out;
         }
     };
+    expand_fn(attr, &f).unwrap_or_else(|e| {
+        let mut out = f.to_token_stream();
+        out.extend(e.into_compile_error());
+        out
+    })
+}
+
+/// Checks everything, then generates; every mistake at once as one combined error.
+fn expand_fn(attr: TokenStream, f: &ItemFn) -> syn::Result<TokenStream> {
     let cx = Ctxt::new();
-    let config = Config::from_args(&cx, Args::parse_tokens(attr));
-    let sig = HandlerSig::from_fn(&cx, &item_fn);
-    let errors_found = cx.has_errors();
-    match (cx.check(), sig) {
-        (Ok(()), Some(sig)) if !errors_found => generate(&config, &sig, &item_fn),
-        (Err(e), _) => with_errors(&item_fn, e),
-        (Ok(()), _) => with_errors(
-            &item_fn,
-            syn::Error::new(
-                Span::call_site(),
-                "`#[event_handler]` could not read this function",
-            ),
-        ),
-    }
+    let config = Config::parse(&cx, attr);
+    let sig = HandlerSig::from_fn(&cx, f);
+    cx.check()?;
+    // `from_fn` gives `None` only after recording an error, so this is a safety net.
+    let sig = sig.ok_or_else(|| {
+        syn::Error::new(
+            Span::call_site(),
+            "`#[event_handler]` could not read this function",
+        )
+    })?;
+    Ok(generate(&config, &sig, f))
 }
 
-fn with_errors(item_fn: &ItemFn, e: syn::Error) -> TokenStream {
-    let mut out = item_fn.to_token_stream();
-    out.extend(e.into_compile_error());
-    out
-}
-
-/// The checked attribute.
-struct Config {
-    krate: syn::Path,
-    topic: Option<TopicArg>,
-    group: Option<LitStr>,
-    /// Middleware in the order written: first = outermost.
-    middleware: Vec<ArgValue>,
-    concurrency: Option<usize>,
-    ordered: bool,
-    max_deliver: Option<u32>,
-    backoff: Option<Vec<DurationLit>>,
-}
-
-impl Config {
-    fn from_args(cx: &Ctxt, args: Args) -> Config {
-        for e in args.errors {
-            cx.syn_error(e);
-        }
-        let mut config = Config {
-            krate: syn::parse_quote!(::bus),
-            topic: None,
-            group: None,
-            middleware: Vec::new(),
-            concurrency: None,
-            ordered: false,
-            max_deliver: None,
-            backoff: None,
-        };
-        let mut seen: HashMap<String, Span> = HashMap::new();
-        let mut concurrency_key = None;
-        let mut ordered_key = None;
-        for arg in args.items {
-            let name = arg.key.unraw().to_string();
-            if seen.contains_key(&name) {
-                cx.error_at(
-                    arg.key.span(),
-                    format!("duplicate `#[event_handler]` argument `{name}`: it is already given; give it once"),
-                );
-                continue;
-            }
-            seen.insert(name, arg.key.span());
-            match arg.value {
-                ArgValue::Topic(t) => config.topic = Some(t),
-                ArgValue::Group(g) => config.group = Some(g),
-                ArgValue::Concurrency(n) => {
-                    config.concurrency = Some(n);
-                    concurrency_key = Some(arg.key);
-                }
-                ArgValue::Ordered => {
-                    config.ordered = true;
-                    ordered_key = Some(arg.key);
-                }
-                ArgValue::MaxDeliver(n) => config.max_deliver = Some(n),
-                ArgValue::Backoff(b) => config.backoff = Some(b),
-                ArgValue::Crate(p) => config.krate = p,
-                m if m.is_middleware() => config.middleware.push(m),
-                _ => {}
-            }
-        }
-        if let (Some(c), Some(_)) = (&concurrency_key, &ordered_key) {
-            cx.error_at(
-                c.span(),
-                "`ordered` already runs one handler at a time, in order; remove `concurrency` or `ordered`",
-            );
-        }
-        config
-    }
-}
-
-/// One argument of the handler after the event.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Extra {
-    Delivery,
-    State,
-}
-
-/// The checked function signature.
-struct HandlerSig<'a> {
-    event_ty: &'a Type,
-    extras: Vec<Extra>,
-    state_ty: Option<&'a Type>,
-    ret_ty: &'a Type,
-}
-
-const SHAPE: &str = "`async fn name(event: MyEvent, [delivery: Delivery], [state: State<T>]) -> Result<(), HandlerError>`";
-
-impl<'a> HandlerSig<'a> {
-    fn from_fn(cx: &Ctxt, f: &'a ItemFn) -> Option<HandlerSig<'a>> {
-        let sig = &f.sig;
-        if sig.asyncness.is_none() {
-            cx.error_at(
-                sig.fn_token.span,
-                format!("`#[event_handler]` needs an `async fn`: add `async`, as in {SHAPE}"),
-            );
-        }
-        if let Some(c) = &sig.constness {
-            cx.error_spanned_by(c, "an event handler cannot be `const`; remove `const`");
-        }
-        if let Some(u) = &sig.unsafety {
-            cx.error_spanned_by(
-                u,
-                "an event handler cannot be `unsafe`: the bus calls it on every delivery",
-            );
-        }
-        if let Some(abi) = &sig.abi {
-            cx.error_spanned_by(
-                abi,
-                "an event handler cannot have an `extern` ABI; remove it",
-            );
-        }
-        if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-            cx.error_spanned_by(
-                &sig.generics,
-                "an event handler cannot be generic: the bus needs its one concrete event type",
-            );
-        }
-        if let Some(v) = &sig.variadic {
-            cx.error_spanned_by(v, "an event handler cannot be variadic");
-        }
-        let ret_ty = match &sig.output {
-            ReturnType::Type(_, ty) => Some(&**ty),
-            ReturnType::Default => {
-                cx.error_at(
-                    sig.paren_token.span.close(),
-                    "an event handler must return `Result<(), E>` where `E: Into<bus::HandlerError>`: \
-                     add `-> Result<(), HandlerError>` and return `Ok(())` when the event is handled",
-                );
-                None
-            }
-        };
-
-        let mut inputs = sig.inputs.iter();
-        let event_ty = match inputs.next() {
-            None => {
-                cx.error_at(
-                    sig.paren_token.span.join(),
-                    format!("an event handler takes the event as its first argument: {SHAPE}"),
-                );
-                None
-            }
-            Some(FnArg::Receiver(r)) => {
-                cx.error_spanned_by(
-                    r,
-                    "an event handler is a free function and cannot take `self`",
-                );
-                None
-            }
-            Some(FnArg::Typed(pt)) => match classify(&pt.ty) {
-                Some(_) => {
-                    cx.error_spanned_by(
-                        &pt.ty,
-                        format!(
-                            "the first argument of an event handler must be the event: {SHAPE}"
-                        ),
-                    );
-                    // The order is wrong; the other arguments say nothing more.
-                    return None;
-                }
-                None => match &*pt.ty {
-                    Type::Reference(r) => {
-                        cx.error_spanned_by(
-                            r,
-                            "take the event by value (`event: MyEvent`): the handler owns its event",
-                        );
-                        None
-                    }
-                    Type::ImplTrait(t) => {
-                        cx.error_spanned_by(
-                            t,
-                            "an event handler needs a concrete event type, not `impl Trait`",
-                        );
-                        None
-                    }
-                    ty => Some(ty),
-                },
-            },
-        };
-
-        let mut extras = Vec::new();
-        let mut state_ty = None;
-        for input in inputs {
-            let pt = match input {
-                FnArg::Typed(pt) => pt,
-                FnArg::Receiver(r) => {
-                    cx.error_spanned_by(r, "an event handler cannot take `self`");
-                    continue;
-                }
-            };
-            match classify(&pt.ty) {
-                Some((kind, inner)) => {
-                    if extras.contains(&kind) {
-                        cx.error_spanned_by(&pt.ty, "this argument is already taken once; remove the duplicate");
-                        continue;
-                    }
-                    extras.push(kind);
-                    if kind == Extra::State {
-                        state_ty = inner;
-                    }
-                }
-                None => cx.error_spanned_by(
-                    &pt.ty,
-                    format!(
-                        "unexpected argument: after the event, an event handler takes `delivery: Delivery` \
-                         and `state: State<T>`, each at most once: {SHAPE}"
-                    ),
-                ),
-            }
-        }
-        Some(HandlerSig {
-            event_ty: event_ty?,
-            extras,
-            state_ty,
-            ret_ty: ret_ty?,
-        })
-    }
-}
-
-/// Whether `ty` is `Delivery` or `State<T>` (by its last path segment), with `T`.
-fn classify(ty: &Type) -> Option<(Extra, Option<&Type>)> {
-    let Type::Path(p) = ty else { return None };
-    if p.qself.is_some() {
-        return None;
-    }
-    let seg = p.path.segments.last()?;
-    match (seg.ident.to_string().as_str(), &seg.arguments) {
-        ("Delivery", PathArguments::None) => Some((Extra::Delivery, None)),
-        ("State", PathArguments::AngleBracketed(a)) if a.args.len() == 1 => match &a.args[0] {
-            syn::GenericArgument::Type(t) => Some((Extra::State, Some(t))),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn duration_tokens(d: &DurationLit) -> TokenStream {
-    let secs = d.value.as_secs();
-    let nanos = d.value.subsec_nanos();
-    quote_spanned!(d.span=> ::core::time::Duration::new(#secs, #nanos))
-}
-
-fn retry_tokens(krate: &syn::Path, r: &RetryArgs) -> TokenStream {
-    let attempts = r.attempts;
-    let mut t = quote!(#krate::middleware::Retry::new(#attempts));
-    if let Some(d) = &r.initial_delay {
-        let d = duration_tokens(d);
-        t.extend(quote!(.initial_delay(#d)));
-    }
-    if let Some(d) = &r.max_delay {
-        let d = duration_tokens(d);
-        t.extend(quote!(.max_delay(#d)));
-    }
-    if let Some(m) = r.multiplier {
-        t.extend(quote!(.multiplier(#m)));
-    }
-    if let Some(j) = r.jitter {
-        t.extend(quote!(.jitter(#j)));
-    }
-    t
-}
-
-fn layer_tokens(krate: &syn::Path, m: &ArgValue) -> TokenStream {
-    match m {
-        ArgValue::Retry(r) => retry_tokens(krate, r),
-        ArgValue::Timeout(d) => {
-            let d = duration_tokens(d);
-            quote!(#krate::middleware::Timeout::new(#d))
-        }
-        ArgValue::Recovery => quote!(#krate::middleware::Recovery),
-        ArgValue::Logging(None) => quote!(#krate::middleware::Logging::new()),
-        ArgValue::Logging(Some(level)) => {
-            quote!(#krate::middleware::Logging::level(#krate::__private::Level::#level))
-        }
-        ArgValue::Metrics => quote!(#krate::middleware::Metrics),
-        ArgValue::ErrorHandler(path) => {
-            quote_spanned!(path.span()=> #krate::middleware::ErrorHandler::new(#path))
-        }
-        _ => TokenStream::new(),
-    }
-}
-
+/// The expansion: the unit struct (with the function's docs and `cfg`s), its `NAME` and
+/// `handle`, the subscription, and the check of a topic literal.
 fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
-    let krate = &config.krate;
     let vis = &f.vis;
     let ident = &f.sig.ident;
     let name = ident.unraw().to_string();
-    let event_ty = sig.event_ty;
-    let ret_ty = sig.ret_ty;
+    let asyncness = &f.sig.asyncness;
     let inputs = &f.sig.inputs;
     let output = &f.sig.output;
     let block = &f.block;
-    let asyncness = &f.sig.asyncness;
-
-    let docs: Vec<_> = f
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("doc"))
-        .collect();
-    let cfgs: Vec<_> = f
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("cfg"))
-        .collect();
     let fn_attrs = &f.attrs;
+    let docs = attrs_named(&f.attrs, "doc");
+    let cfgs = attrs_named(&f.attrs, "cfg");
 
-    // The subscription settings, in the order written.
-    let mut spec = TokenStream::new();
-    let mut consts = TokenStream::new();
-    if let Some(TopicArg::Literal(lit)) = &config.topic {
-        let value = lit.value();
-        let ty = event_ty.to_token_stream().to_string().replace(' ', "");
-        let invalid = format!("topic {value:?} is not a valid subscription filter");
-        let mismatch = format!(
-            "topic {value:?} is not a topic of `{ty}`: a handler's topic literal must be its event's \
-             topic (`{ty}::TOPIC`) or a subject under it (`<topic>.eu`, `<topic>.*`, `<topic>.>`); \
-             name a `Topic<{ty}>` constant for another topic of the same event"
-        );
-        consts = quote_spanned! {lit.span()=>
-            #(#cfgs)*
-            const _: () = {
-                if !#krate::__private::filter_is_valid(#lit) {
-                    ::core::panic!(#invalid)
-                }
-                if !#krate::__private::filter_within(#lit, #krate::__private::topic_of::<#event_ty>()) {
-                    ::core::panic!(#mismatch)
-                }
-            };
-        };
-    }
-    if let Some(g) = &config.group {
-        spec.extend(quote!(.group(#g)));
-    }
-    for m in &config.middleware {
-        let layer = layer_tokens(krate, m);
-        spec.extend(quote!(.layer(#layer)));
-    }
-    if let Some(n) = config.concurrency {
-        spec.extend(quote!(.concurrency(#n)));
-    }
-    if config.ordered {
-        spec.extend(quote!(.ordered()));
-    }
-    if let Some(n) = config.max_deliver {
-        spec.extend(quote!(.max_deliver(#n)));
-    }
-    if let Some(b) = &config.backoff {
-        let delays = b.iter().map(duration_tokens);
-        spec.extend(quote!(.backoff(::std::vec![#(#delays),*])));
-    }
-
-    // The closure the bus calls: clones the state, calls the handler, converts its result.
-    let event_var = format_ident!("__bus_event");
-    let delivery_var = format_ident!("__bus_delivery");
-    let state_var = format_ident!("__bus_state");
-    let uses_delivery = sig.extras.contains(&Extra::Delivery);
-    let delivery_param = if uses_delivery {
-        quote!(#delivery_var)
-    } else {
-        quote!(_)
-    };
-    let mut call_args = vec![quote!(#event_var)];
-    for e in &sig.extras {
-        call_args.push(match e {
-            Extra::Delivery => quote!(#delivery_var),
-            Extra::State => quote!(#state_var),
-        });
-    }
-    let clone_state = sig
-        .state_ty
-        .map(|_| quote!(let #state_var = ::core::clone::Clone::clone(&#state_var);));
-    // Spanned at the return type, so a wrong one is reported there.
-    let convert = quote_spanned! {ret_ty.span()=>
-        <#ret_ty as #krate::__private::HandlerResult>::into_handler_result(__bus_fut.await)
-    };
-    let handler = quote! {
-        move |#event_var: #event_ty, #delivery_param: #krate::Delivery| {
-            #clone_state
-            let __bus_fut = #ident::handle(#(#call_args),*);
-            async move { #convert }
-        }
-    };
-    // Spanned at the function's name (a future that is not `Send` is reported there); the
-    // event type in the turbofish keeps its own span (a type that is not an `Event` is reported
-    // there) and a typed topic's check is spanned at its path (a `Topic<Other>` is reported
-    // there).
-    let builder = match &config.topic {
-        Some(TopicArg::Path(path)) => {
-            let subject = quote_spanned! {path.span()=>
-                #krate::__private::subject_of::<#event_ty, _>(#path)
-            };
-            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #subject))
-        }
-        Some(TopicArg::Literal(lit)) => {
-            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #lit))
-        }
-        None => quote!(#krate::__private::subscription::<#event_ty>(#name)),
-    };
-    let build = quote_spanned! {ident.span()=>
-        #builder #spec .handler(#handler)
-    };
-
-    let subscribe_doc = if sig.state_ty.is_some() {
-        format!(
-            "\n\nAn event handler made by `#[event_handler]`: subscribe it with \
-             `bus.subscribe({name}.with_state(state))`; call the function itself with `{name}::handle(..)`."
-        )
-    } else {
-        format!(
-            "\n\nAn event handler made by `#[event_handler]`: subscribe it with \
-             `bus.subscribe({name})`; call the function itself with `{name}::handle(..)`."
-        )
-    };
-    let handle_doc = if docs.is_empty() {
-        Some(
-            quote!(#[doc = "The handler's function, as written (call it directly in unit tests)."]),
-        )
-    } else {
-        None
-    };
-
-    let subscription = match sig.state_ty {
-        None => quote! {
-            #(#cfgs)*
-            impl #krate::IntoSubscription for #ident {
-                fn into_subscription(self) -> #krate::Subscription {
-                    #build
-                }
-            }
-        },
-        Some(state_ty) => quote! {
-            #(#cfgs)*
-            impl #ident {
-                /// This handler's subscription, with the state it gets on every delivery. Give
-                /// several handlers clones of one `State` to share it.
-                #vis fn with_state(
-                    self,
-                    state: impl ::core::convert::Into<#krate::State<#state_ty>>,
-                ) -> #krate::Subscription {
-                    let #state_var: #krate::State<#state_ty> = ::core::convert::Into::into(state);
-                    #build
-                }
-            }
-        },
-    };
+    let subscribe_doc = subscribe_doc(&name, sig.state_ty.is_some());
+    let handle_doc = docs.is_empty().then(
+        || quote!(#[doc = "The handler's function, as written (call it directly in unit tests)."]),
+    );
+    let subscription = subscription_item_tokens(config, sig, f, &cfgs);
+    let topic_check = topic_check_tokens(config, sig.event_ty, &cfgs);
 
     quote! {
         #(#docs)*
@@ -529,136 +107,242 @@ fn generate(config: &Config, sig: &HandlerSig<'_>, f: &ItemFn) -> TokenStream {
 
         #subscription
 
-        #consts
+        #topic_check
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn attrs_named<'a>(attrs: &'a [Attribute], name: &str) -> Vec<&'a Attribute> {
+    attrs.iter().filter(|a| a.path().is_ident(name)).collect()
+}
 
-    fn expand_str(attr: &str, item: &str) -> String {
-        expand(attr.parse().unwrap(), item.parse().unwrap()).to_string()
-    }
+/// The doc line added to the struct: how to subscribe it.
+fn subscribe_doc(name: &str, stateful: bool) -> String {
+    let subscribe = if stateful {
+        format!("{name}.with_state(state)")
+    } else {
+        name.to_owned()
+    };
+    format!(
+        "\n\nAn event handler made by `#[event_handler]`: subscribe it with \
+         `bus.subscribe({subscribe})`; call the function itself with `{name}::handle(..)`."
+    )
+}
 
-    fn errors(out: &str) -> Vec<String> {
-        out.split("compile_error !")
-            .skip(1)
-            .map(|s| s.split('"').nth(1).unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    const OK_FN: &str = "async fn on_price(event: Price) -> Result<(), HandlerError> { Ok(()) }";
-
-    #[test]
-    fn generates_struct_and_subscription() {
-        let out = expand_str("", OK_FN);
-        assert!(errors(&out).is_empty(), "{out}");
-        assert!(out.contains("struct on_price ;"), "{out}");
-        assert!(
-            out.contains("impl :: bus :: IntoSubscription for on_price"),
-            "{out}"
-        );
-        assert!(out.contains("HandlerSpec :: new (\"on_price\")"), "{out}");
-    }
-
-    #[test]
-    fn middleware_in_written_order() {
-        let out = expand_str("metrics, retry(attempts = 2), recovery", OK_FN);
-        let m = out.find("Metrics").unwrap();
-        let r = out.find("Retry :: new (2u32)").unwrap();
-        let c = out.find("Recovery").unwrap();
-        assert!(m < r && r < c, "{out}");
-    }
-
-    #[test]
-    fn state_gives_with_state() {
-        let out = expand_str(
-            "",
-            "async fn h(e: Price, s: State<App>) -> Result<(), HandlerError> { Ok(()) }",
-        );
-        assert!(out.contains("fn with_state"), "{out}");
-        assert!(!out.contains("IntoSubscription for"), "{out}");
-    }
-
-    #[test]
-    fn all_errors_at_once_and_fn_kept() {
-        let out = expand_str(
-            "retry(attempts = 0), concurrency = 0, timeout = \"5 parsecs\", bogus, topic = \"a..b\", group = \"a.b\"",
-            "fn on_price(event: Price) -> Result<(), HandlerError> { Ok(()) }",
-        );
-        let errs = errors(&out);
-        assert_eq!(errs.len(), 7, "{errs:#?}");
-        assert!(out.starts_with("fn on_price"), "{out}");
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("unknown `#[event_handler]` argument `bogus`"))
-        );
-        assert!(errs.iter().any(|e| e.contains("needs an `async fn`")));
-    }
-
-    #[test]
-    fn duplicates_and_conflicts() {
-        let errs = errors(&expand_str(
-            "metrics, metrics, ordered, concurrency = 2",
-            OK_FN,
-        ));
-        assert_eq!(errs.len(), 2, "{errs:#?}");
-        assert!(errs[0].contains("duplicate"), "{errs:#?}");
-        assert!(errs[1].contains("ordered"), "{errs:#?}");
-    }
-
-    #[test]
-    fn signature_errors() {
-        for (item, want) in [
-            ("async fn h() -> Result<(), E> { Ok(()) }", "first argument"),
-            ("async fn h(e: Price) { }", "must return"),
-            (
-                "async fn h(d: Delivery) -> Result<(), E> { Ok(()) }",
-                "must be the event",
-            ),
-            (
-                "async fn h(e: &Price) -> Result<(), E> { Ok(()) }",
-                "by value",
-            ),
-            ("async fn h<T>(e: T) -> Result<(), E> { Ok(()) }", "generic"),
-            (
-                "async fn h(e: Price, x: u32) -> Result<(), E> { Ok(()) }",
-                "unexpected argument",
-            ),
-            (
-                "async fn h(e: Price, d: Delivery, d2: Delivery) -> Result<(), E> { Ok(()) }",
-                "already taken",
-            ),
-            ("struct S;", "goes on an `async fn`"),
-        ] {
-            let errs = errors(&expand_str("", item));
-            assert!(
-                errs.len() == 1 && errs[0].contains(want),
-                "{item}: {errs:#?}"
-            );
+/// `impl IntoSubscription for name` (no state), or `name.with_state(state)`.
+fn subscription_item_tokens(
+    config: &Config,
+    sig: &HandlerSig<'_>,
+    f: &ItemFn,
+    cfgs: &[&Attribute],
+) -> TokenStream {
+    let krate = &config.krate;
+    let vis = &f.vis;
+    let ident = &f.sig.ident;
+    let build = subscription_tokens(config, sig, ident);
+    match sig.state_ty {
+        None => quote! {
+            #(#cfgs)*
+            impl #krate::IntoSubscription for #ident {
+                fn into_subscription(self) -> #krate::Subscription {
+                    #build
+                }
+            }
+        },
+        Some(state_ty) => {
+            let state_var = format_ident!("__bus_state");
+            quote! {
+                #(#cfgs)*
+                impl #ident {
+                    /// This handler's subscription, with the state it gets on every delivery. Give
+                    /// several handlers clones of one `State` to share it.
+                    #vis fn with_state(
+                        self,
+                        state: impl ::core::convert::Into<#krate::State<#state_ty>>,
+                    ) -> #krate::Subscription {
+                        let #state_var: #krate::State<#state_ty> = ::core::convert::Into::into(state);
+                        #build
+                    }
+                }
+            }
         }
     }
+}
 
-    #[test]
-    fn cfg_applies_to_every_generated_item() {
-        let out = expand_str(
-            "topic = \"cqc.events.v1.price.eu\"",
-            "#[cfg(feature = \"x\")] async fn h(e: Price) -> Result<(), E> { Ok(()) }",
-        );
-        // The struct, its impl (with the function), the subscription impl and the topic check.
-        assert_eq!(out.matches("# [cfg (feature = \"x\")]").count(), 5, "{out}");
+/// The body that builds the subscription: the builder on the topic, the settings in the order
+/// written, then the handler.
+///
+/// The settings and `.handler(..)` are called in a function generic over the event type: on a
+/// concrete type that is not an `Event`, `.handler(..)` and every setting would fail as well
+/// (their impl needs `E: FromMessage`), a cascade under the real error; in the generic function
+/// they cannot. The helper's `HandlerEvent` bound is the same unmet bound as
+/// `subscription::<E>`'s at the same span (the event type in both turbofishes), which rustc
+/// reports once. The call is spanned at the handler's name, so a handler future that is not
+/// `Send` is reported there.
+fn subscription_tokens(config: &Config, sig: &HandlerSig<'_>, ident: &Ident) -> TokenStream {
+    let krate = &config.krate;
+    let event_ty = sig.event_ty;
+    let builder = builder_tokens(config, event_ty, &ident.unraw().to_string());
+    let settings = settings_tokens(config);
+    let handler = handler_closure_tokens(krate, sig, ident);
+    let call = quote_spanned! {ident.span()=>
+        __bus_subscription::<#event_ty, _, _>(__bus_builder, #handler)
+    };
+    quote! {
+        fn __bus_subscription<__BusEvent, __BusHandler, __BusArgs>(
+            builder: #krate::SubscriptionBuilder<__BusEvent>,
+            handler: __BusHandler,
+        ) -> #krate::Subscription
+        where
+            __BusEvent: #krate::__private::HandlerEvent,
+            __BusHandler: #krate::HandlerFn<__BusEvent, __BusArgs>,
+            __BusArgs: 'static,
+        {
+            builder #settings .handler(handler)
+        }
+        let __bus_builder = #builder;
+        #call
     }
+}
 
-    #[test]
-    fn durations_parsed_at_compile_time() {
-        let out = expand_str("timeout = \"250ms\", backoff = [\"1s\", \"2m\"]", OK_FN);
-        assert!(
-            out.contains("Duration :: new (0u64 , 250000000u32)"),
-            "{out}"
-        );
-        assert!(out.contains("Duration :: new (120u64 , 0u32)"), "{out}");
-        let errs = errors(&expand_str("backoff = [\"0s\", \"x\"]", OK_FN));
-        assert_eq!(errs.len(), 2, "{errs:#?}");
+/// The builder on the event's topic, or on the `topic` argument. The event type keeps its span
+/// (a type that is not an `Event` is reported there) and a typed topic's check is spanned at
+/// its path (a `Topic<Other>` is reported there).
+fn builder_tokens(config: &Config, event_ty: &Type, name: &str) -> TokenStream {
+    let krate = &config.krate;
+    match &config.topic {
+        Some(TopicArg::Path(path)) => {
+            let subject = quote_spanned! {path.span()=>
+                #krate::__private::subject_of::<#event_ty, _>(#path)
+            };
+            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #subject))
+        }
+        Some(TopicArg::Literal(lit)) => {
+            quote!(#krate::__private::subscription_on::<#event_ty>(#name, #lit))
+        }
+        None => quote!(#krate::__private::subscription::<#event_ty>(#name)),
+    }
+}
+
+/// The builder calls of the settings, in the order the builder takes them: `.group(..)`, one
+/// `.layer(..)` per middleware in the order written, `.concurrency(n)`, `.ordered()`,
+/// `.max_deliver(n)`, `.backoff(vec![..])`.
+fn settings_tokens(config: &Config) -> TokenStream {
+    let krate = &config.krate;
+    let group = config.group.as_ref().map(|g| quote!(.group(#g)));
+    let layers = config.layers.iter().map(|l| layer_tokens(krate, l));
+    let concurrency = config.concurrency.map(|n| quote!(.concurrency(#n)));
+    let ordered = config.ordered.then(|| quote!(.ordered()));
+    let max_deliver = config.max_deliver.map(|n| quote!(.max_deliver(#n)));
+    let backoff = config.backoff.as_ref().map(|delays| {
+        let delays = delays.iter().map(duration_tokens);
+        quote!(.backoff(::std::vec![#(#delays),*]))
+    });
+    quote! {
+        #group #(.layer(#layers))* #concurrency #ordered #max_deliver #backoff
+    }
+}
+
+/// The middleware value of a layer argument.
+fn layer_tokens(krate: &syn::Path, layer: &Layer) -> TokenStream {
+    match layer {
+        Layer::Retry(r) => retry_tokens(krate, r),
+        Layer::Timeout(d) => {
+            let d = duration_tokens(d);
+            quote!(#krate::middleware::Timeout::new(#d))
+        }
+        Layer::Recovery => quote!(#krate::middleware::Recovery),
+        Layer::Logging(None) => quote!(#krate::middleware::Logging::new()),
+        Layer::Logging(Some(level)) => {
+            quote!(#krate::middleware::Logging::level(#krate::__private::Level::#level))
+        }
+        Layer::Metrics => quote!(#krate::middleware::Metrics),
+        Layer::ErrorHandler(path) => {
+            quote_spanned!(path.span()=> #krate::middleware::ErrorHandler::new(#path))
+        }
+    }
+}
+
+fn retry_tokens(krate: &syn::Path, r: &RetryArgs) -> TokenStream {
+    let attempts = r.attempts;
+    let initial_delay = r.initial_delay.as_ref().map(|d| {
+        let d = duration_tokens(d);
+        quote!(.initial_delay(#d))
+    });
+    let max_delay = r.max_delay.as_ref().map(|d| {
+        let d = duration_tokens(d);
+        quote!(.max_delay(#d))
+    });
+    let multiplier = r.multiplier.map(|m| quote!(.multiplier(#m)));
+    let jitter = r.jitter.map(|j| quote!(.jitter(#j)));
+    quote! {
+        #krate::middleware::Retry::new(#attempts) #initial_delay #max_delay #multiplier #jitter
+    }
+}
+
+/// A duration parsed at compile time, as a `Duration::new(secs, nanos)` spanned at its literal.
+fn duration_tokens(d: &DurationLit) -> TokenStream {
+    let secs = d.value.as_secs();
+    let nanos = d.value.subsec_nanos();
+    quote_spanned!(d.span=> ::core::time::Duration::new(#secs, #nanos))
+}
+
+/// The closure the bus calls: clones the state, calls the handler, converts its result (spanned
+/// at the return type, so a wrong one is reported there).
+fn handler_closure_tokens(krate: &syn::Path, sig: &HandlerSig<'_>, ident: &Ident) -> TokenStream {
+    let event_ty = sig.event_ty;
+    let ret_ty = sig.ret_ty;
+    let event_var = format_ident!("__bus_event");
+    let delivery_var = format_ident!("__bus_delivery");
+    let state_var = format_ident!("__bus_state");
+    let delivery_param = if sig.extras.contains(&Extra::Delivery) {
+        quote!(#delivery_var)
+    } else {
+        quote!(_)
+    };
+    let extra_args = sig.extras.iter().map(|e| match e {
+        Extra::Delivery => &delivery_var,
+        Extra::State => &state_var,
+    });
+    let clone_state = sig
+        .state_ty
+        .map(|_| quote!(let #state_var = ::core::clone::Clone::clone(&#state_var);));
+    let convert = quote_spanned! {ret_ty.span()=>
+        <#ret_ty as #krate::__private::HandlerResult>::into_handler_result(__bus_fut.await)
+    };
+    quote! {
+        move |#event_var: #event_ty, #delivery_param: #krate::Delivery| {
+            #clone_state
+            let __bus_fut = #ident::handle(#event_var #(, #extra_args)*);
+            async move { #convert }
+        }
+    }
+}
+
+/// For a topic literal, a `const` that checks at compile time, with the runtime's own `const
+/// fn`s, that it is a valid filter (as the macro already checked with `bus_names`) and the
+/// event's topic or a subject under it (which needs the event type, so the macro cannot).
+fn topic_check_tokens(config: &Config, event_ty: &Type, cfgs: &[&Attribute]) -> TokenStream {
+    let Some(TopicArg::Literal(lit)) = &config.topic else {
+        return TokenStream::new();
+    };
+    let krate = &config.krate;
+    let value = lit.value();
+    let ty = event_ty.to_token_stream().to_string().replace(' ', "");
+    let invalid = format!("topic {value:?} is not a valid subscription filter");
+    let mismatch = format!(
+        "topic {value:?} is not a topic of `{ty}`: a handler's topic literal must be its event's \
+         topic (`{ty}::TOPIC`) or a subject under it (`<topic>.eu`, `<topic>.*`, `<topic>.>`); \
+         name a `Topic<{ty}>` constant for another topic of the same event"
+    );
+    quote_spanned! {lit.span()=>
+        #(#cfgs)*
+        const _: () = {
+            if !#krate::__private::filter_is_valid(#lit) {
+                ::core::panic!(#invalid)
+            }
+            if !#krate::__private::filter_within(#lit, #krate::__private::topic_of::<#event_ty>()) {
+                ::core::panic!(#mismatch)
+            }
+        };
     }
 }

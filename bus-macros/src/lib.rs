@@ -4,7 +4,9 @@
 mod attr;
 mod ctxt;
 mod event_handler;
-mod subject;
+mod signature;
+#[cfg(test)]
+mod tests;
 
 use proc_macro::TokenStream;
 
@@ -73,9 +75,9 @@ use proc_macro::TokenStream;
 ///
 /// | argument | meaning |
 /// |---|---|
-/// | `topic = "cqc.events.v1.price_updated.eu"` | a filter (wildcards `*`, `>` allowed) checked at compile time against the NATS subject rules, and to be `E::TOPIC` or a subject under it |
+/// | `topic = "cqc.events.v1.price_updated.eu"` | a filter (wildcards `*`, `>` allowed) checked at compile time against the subject rules of `bus-names` (the ones the runtime applies), and to be `E::TOPIC` or a subject under it |
 /// | `topic = PATH` | a `Topic<E>` constant; a `Topic<Other>` does not compile |
-/// | `group = "risk"` | the group; subscriptions in one group share the events |
+/// | `group = "risk"` | the group; subscriptions in one group share the events. It names a durable consumer, so it follows the `bus-names` group rule (the one the runtime applies): 1 to 200 bytes of ASCII letters, digits, `-` and `_`, checked at compile time |
 /// | `retry(attempts = 3, initial_delay = "100ms", max_delay = "10s", multiplier = 2.0, jitter = 0.2)` | in-process retries of retryable errors (`attempts` counts the first run) |
 /// | `timeout = "30s"` | cancels (drops) the handler future when time is up; a timeout is retryable |
 /// | `recovery` | a panic becomes a permanent error with its message |
@@ -95,8 +97,9 @@ use proc_macro::TokenStream;
 /// Mistakes are compile errors on the offending tokens, all reported at once; the function is
 /// still emitted so the rest of the crate keeps compiling: a function that is not `async`, no
 /// event argument or one that is not an `Event`, a wrong return type, an unknown or duplicate
-/// argument, a malformed duration, zero attempts, concurrency or `max_deliver`, a topic literal
-/// that is not a valid subject or not a topic of the event, a topic constant of another event.
+/// argument or `retry` setting, a malformed duration, zero attempts, concurrency or
+/// `max_deliver`, a topic literal that is not a valid filter or not a topic of the event, a
+/// group that breaks the naming rule, a topic constant of another event.
 #[proc_macro_attribute]
 pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     event_handler::expand(attr.into(), item.into()).into()
