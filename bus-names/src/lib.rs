@@ -41,6 +41,8 @@ pub enum SubjectError {
     FullWildcardNotLast,
     /// `*` or `>` as part of a token.
     PartialWildcard,
+    /// Longer than [`MAX_SUBJECT_LEN`] bytes.
+    TooLong,
 }
 
 impl SubjectError {
@@ -58,6 +60,9 @@ impl SubjectError {
             Self::FullWildcardNotLast => "`>` may only be the last token of a filter",
             Self::PartialWildcard => {
                 "`*` and `>` must be whole tokens (`a.*.c`, `a.>`), not part of a token"
+            }
+            Self::TooLong => {
+                "it is longer than 1024 bytes, which would not fit a NATS protocol line with its dead-letter prefix; use a shorter subject"
             }
         }
     }
@@ -81,10 +86,18 @@ pub const fn check_filter(filter: &str) -> Result<(), SubjectError> {
     check_subject(filter, true)
 }
 
+/// The longest topic or filter, in bytes. A NATS server takes protocol lines of 4 KiB by
+/// default (`max_control_line`); a subject this long still fits one with the dead-letter prefix,
+/// a reply subject and the lengths.
+pub const MAX_SUBJECT_LEN: usize = 1024;
+
 const fn check_subject(subject: &str, wildcards: bool) -> Result<(), SubjectError> {
     let b = subject.as_bytes();
     if b.is_empty() {
         return Err(SubjectError::Empty);
+    }
+    if b.len() > MAX_SUBJECT_LEN {
+        return Err(SubjectError::TooLong);
     }
     let mut i = 0;
     let mut token_start = 0;
@@ -162,6 +175,29 @@ pub fn filter_covers(subject: &str, filter: &str) -> bool {
             (Some(">"), Some(_)) => return true,
             (Some("*"), Some(t)) if t != ">" => {}
             (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some topic matches both (valid) filters `a` and `b`: two streams with overlapping
+/// subjects cannot exist side by side.
+///
+/// ```
+/// use bus_names::filters_overlap;
+/// assert!(filters_overlap("cqc.>", "cqc.events.v1.*"));
+/// assert!(filters_overlap("a.*.c", "a.b.*"));
+/// assert!(!filters_overlap("dlq.>", "cqc.events.v1.>"));
+/// assert!(!filters_overlap("a.*", "a.b.c"));
+/// ```
+pub fn filters_overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('.');
+    let mut b = b.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
             (None, None) => return true,
             _ => return false,
         }
@@ -375,7 +411,38 @@ pub mod cases {
         ("a.>.b", false, false),
         ("a.>x", false, false),
         ("a..*", false, false),
+        (LONG_OK, true, true),
+        (TOO_LONG, false, false),
     ];
+
+    /// A subject of exactly [`MAX_SUBJECT_LEN`](crate::MAX_SUBJECT_LEN) bytes.
+    pub const LONG_OK: &str = {
+        const B: [u8; crate::MAX_SUBJECT_LEN] = long(crate::MAX_SUBJECT_LEN);
+        match core::str::from_utf8(&B) {
+            Ok(s) => s,
+            Err(_) => panic!("ASCII"),
+        }
+    };
+
+    /// A subject one byte over the limit.
+    pub const TOO_LONG: &str = {
+        const B: [u8; crate::MAX_SUBJECT_LEN + 1] = long(crate::MAX_SUBJECT_LEN + 1);
+        match core::str::from_utf8(&B) {
+            Ok(s) => s,
+            Err(_) => panic!("ASCII"),
+        }
+    };
+
+    /// `a.a.a...` of `N` bytes (`N` odd or even: it ends with `a`).
+    const fn long<const N: usize>(n: usize) -> [u8; N] {
+        let mut b = [b'a'; N];
+        let mut i = 1;
+        while i + 1 < n {
+            b[i] = b'.';
+            i += 2;
+        }
+        b
+    }
 
     /// `(group, valid)`.
     pub const GROUPS: &[(&str, bool)] = &[
@@ -461,6 +528,23 @@ mod tests {
         assert!(filter_covers("cqc.events.v1.*", "cqc.events.v1.*"));
         assert!(!filter_covers("cqc.events.v1.*", "cqc.events.v1.a.b"));
         assert!(!filter_covers("dlq.>", "cqc.events.v1.a"));
+    }
+
+    #[test]
+    fn overlaps() {
+        for (a, b, want) in [
+            ("cqc.>", "cqc.events.v1.>", true),
+            ("cqc.events.v1.>", "dlq.>", false),
+            ("dlq.>", "dlq.cqc.events.v1.x", true),
+            ("a.*", "a.b", true),
+            ("a.*", "a.b.c", false),
+            ("*.b", "a.*", true),
+            ("a.b", "a.c", false),
+            (">", "x", true),
+        ] {
+            assert_eq!(filters_overlap(a, b), want, "{a} / {b}");
+            assert_eq!(filters_overlap(b, a), want, "{b} / {a}");
+        }
     }
 
     #[test]

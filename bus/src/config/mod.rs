@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 mod env;
 mod validate;
 
-
 /// Which backend the bus runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
