@@ -162,9 +162,10 @@ impl EventBus {
     }
 
     /// Publishes many events, keeping up to a window of publishes in flight instead of waiting
-    /// for each acknowledgement in turn. Returns the acknowledgements in order, or the first
-    /// error (events before it are stored; retrying the batch is safe when the events have ids,
-    /// since the server deduplicates them).
+    /// for each acknowledgement in turn. Returns the acknowledgements in order, or
+    /// [`Error::PartialBatch`] saying exactly which events are stored (publishing the others
+    /// again is safe when the events have ids, since the server drops repeats). A batch that
+    /// began before [`close`](Self::close) runs to its end.
     pub async fn publish_batch<'a, E, I>(&self, events: I) -> Result<Vec<PublishAck>, Error>
     where
         E: Event,
@@ -178,8 +179,19 @@ impl EventBus {
                 .await;
         }
         let mut acks = Vec::with_capacity(events.size_hint().0);
-        for event in events {
-            acks.push(self.publish(event).await?);
+        for (i, event) in events.enumerate() {
+            match self.publish(event).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    let mut reached: Vec<_> = acks.into_iter().map(Some).collect();
+                    reached.push(None);
+                    return Err(Error::PartialBatch {
+                        acks: reached,
+                        failed: i,
+                        source: Box::new(e),
+                    });
+                }
+            }
         }
         Ok(acks)
     }
@@ -245,8 +257,7 @@ impl EventBus {
     /// Whether the bus can do its work now: unhealthy when closed or disconnected.
     pub async fn check(&self) -> Health {
         match &*self.backend {
-            Backend::Memory(m) if m.is_closed() => Health::Unhealthy("the bus is closed".into()),
-            Backend::Memory(_) => Health::Healthy,
+            Backend::Memory(m) => m.health(),
             #[cfg(feature = "jetstream")]
             Backend::JetStream(j) => j.check().await,
         }

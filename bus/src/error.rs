@@ -47,18 +47,39 @@ pub enum Error {
         /// The topic that nothing captures.
         topic: String,
     },
-    /// The payload is over the server's maximum.
+    /// The message (payload and headers) is over the limit: the server's `max_payload` less
+    /// the [room kept for dead-letter headers](crate::headers::dead_letter_headroom), so that
+    /// the event's dead letter always fits.
     #[error(
-        "payload of {size} bytes on `{topic}` is over the maximum of {max} bytes: \
-         make the event smaller or raise the server's `max_payload`"
+        "message of {size} bytes (payload and headers) on `{topic}` is over the limit of {max} \
+         bytes, which is the server's `max_payload` less the room kept for dead-letter headers \
+         (4 KiB): make the event smaller or raise the server's `max_payload`"
     )]
     PayloadTooLarge {
         /// The topic published on.
         topic: String,
-        /// Size of the encoded event.
+        /// Size of the encoded event and its headers.
         size: usize,
-        /// The largest payload allowed.
+        /// The largest size allowed.
         max: usize,
+    },
+    /// A batch publish stored some of its events and not others: exactly which is in `acks`.
+    #[error(
+        "batch publish stopped at event {failed} ({} of the {} events it reached are stored): {source}",
+        .acks.iter().flatten().count(),
+        .acks.len()
+    )]
+    PartialBatch {
+        /// One entry per event the batch reached, in input order: the acknowledgement of a
+        /// stored event, `None` for one that is not stored. Events past the end were not sent.
+        /// Publishing the unstored ones again is safe when they have ids (the server drops
+        /// repeats).
+        acks: Vec<Option<crate::PublishAck>>,
+        /// The index of the first event that failed.
+        failed: usize,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
     },
     /// An operation did not finish in time; trying again may help.
     #[error("timed out after {after:?} {what}; trying again may help")]
@@ -129,6 +150,7 @@ impl Error {
         match self {
             Error::Timeout { .. } | Error::NotConnected => true,
             Error::Backend { retryable, .. } => *retryable,
+            Error::PartialBatch { source, .. } => source.is_retryable(),
             _ => false,
         }
     }
@@ -148,6 +170,10 @@ pub enum ErrorClass {
     Decode,
     /// The handler panicked: dead-lettered at once.
     Panic,
+    /// The server stopped delivering the event after `max_deliver` deliveries that ended with
+    /// no outcome (a consumer stopped during the last one, or no acknowledgement came within
+    /// `ack_wait`): dead-lettered from the server's max-deliveries advisory.
+    MaxDeliveries,
 }
 
 impl ErrorClass {
@@ -164,6 +190,7 @@ impl ErrorClass {
             ErrorClass::Permanent => "permanent",
             ErrorClass::Decode => "decode",
             ErrorClass::Panic => "panic",
+            ErrorClass::MaxDeliveries => "max_deliveries",
         }
     }
 }

@@ -38,6 +38,29 @@ pub const DLQ_ERROR: &str = "Bus-Dlq-Error";
 /// `dlq:{group}:{stream sequence}`, so a retried dead-letter publish is stored once.
 pub const DLQ_MSG_ID: &str = "Bus-Dlq-Msg-Id";
 
+/// Bytes of every message's size budget kept for the headers its dead letter adds: a publish
+/// may use the server's `max_payload` less this much (payload and headers counted), so a dead
+/// letter, which is the same bytes with more headers, can always be stored. On a server whose
+/// `max_payload` is under 16 KiB, a quarter of it is kept instead (see [`dead_letter_headroom`]).
+pub const DEAD_LETTER_HEADROOM: usize = 4 * 1024;
+
+/// The headroom kept for dead-letter headers under `max_payload`: [`DEAD_LETTER_HEADROOM`], or
+/// a quarter of a `max_payload` under 16 KiB.
+///
+/// ```
+/// use bus::headers::dead_letter_headroom;
+/// assert_eq!(dead_letter_headroom(1024 * 1024), 4096);
+/// assert_eq!(dead_letter_headroom(4096), 1024);
+/// ```
+pub const fn dead_letter_headroom(max_payload: usize) -> usize {
+    let quarter = max_payload / 4;
+    if quarter < DEAD_LETTER_HEADROOM {
+        quarter
+    } else {
+        DEAD_LETTER_HEADROOM
+    }
+}
+
 /// A header name or value: a `'static` string, a short one stored inline, or a long one on the
 /// heap. With the inline form and the inline entries of [`Headers`], the headers of a typical
 /// event (its id and its type) cost no allocation of their own: that matters on the memory
@@ -208,13 +231,49 @@ impl Headers {
     /// h.insert("bad name", "x");
     /// assert!(matches!(h.validate(), Err(Error::InvalidHeader { .. })));
     /// ```
+    ///
+    /// A `Nats-Msg-Id` also may not start or end with whitespace: the server trims header
+    /// values, so `" order-1"` would be taken for a repeat of `"order-1"` and dropped.
     pub fn validate(&self) -> Result<(), crate::Error> {
         for (name, value) in self.iter() {
             check_name(name)?;
             check_value(name, value)?;
+            if name.eq_ignore_ascii_case(MSG_ID) {
+                check_message_id(value)?;
+            }
         }
         Ok(())
     }
+
+    /// The size of these headers in a NATS message: `NATS/1.0` and one `name: value` line per
+    /// entry, each ended by CRLF, and a blank line; 0 without headers. A server's
+    /// `max_payload` counts it with the payload.
+    pub(crate) fn wire_len(&self) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let lines: usize = self.iter().map(|(n, v)| header_line_len(n, v)).sum();
+        "NATS/1.0\r\n".len() + lines + "\r\n".len()
+    }
+}
+
+/// The size of one header line, `name: value` and CRLF.
+pub(crate) fn header_line_len(name: &str, value: &str) -> usize {
+    name.len() + ": ".len() + value.len() + "\r\n".len()
+}
+
+/// Checks that `id` can be a `Nats-Msg-Id`: a valid header value without leading or trailing
+/// whitespace (the server trims it, so two distinct ids would collide).
+pub(crate) fn check_message_id(id: &str) -> Result<(), crate::Error> {
+    check_value(MSG_ID, id)?;
+    if id.trim() != id {
+        return Err(crate::Error::InvalidHeader {
+            name: MSG_ID.to_owned(),
+            reason: "a message id (event id) cannot start or end with whitespace: the server \
+                     trims it, so it would be taken for a repeat of the trimmed id and dropped",
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `name` can be a header name: non-empty printable ASCII without `:`.

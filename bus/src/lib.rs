@@ -56,6 +56,7 @@ mod outgoing;
 pub mod registry;
 mod state;
 mod subscription;
+mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;

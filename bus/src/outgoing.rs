@@ -1,25 +1,48 @@
-//! What every publish sends besides the payload: the message id and the event type.
+//! What every publish sends besides the payload (the message id and the event type), and the
+//! size rule every publish follows.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use crate::headers::dead_letter_headroom;
 use crate::{Error, Event, Headers, headers};
 
 /// Encodes an event with its standard headers: message id and type name. The event id becomes
-/// the message id, so it must be a valid header value.
+/// the message id, so it must be a valid one (see [`Headers::validate`]).
 pub(crate) fn encode_event<E: Event>(event: &E) -> Result<(Bytes, Headers), Error> {
     let mut h = Headers::with_capacity(3);
     match event.event_id() {
         Some(id) if !id.is_empty() => {
-            crate::headers::check_value(headers::MSG_ID, id)?;
+            crate::headers::check_message_id(id)?;
             h.insert_copy(headers::MSG_ID, id);
         }
         _ => h.insert(headers::MSG_ID, new_message_id()),
     }
     h.insert(headers::EVENT_TYPE, E::FULL_NAME);
     Ok((Bytes::from(event.encode_to_vec()), h))
+}
+
+/// Checks the size of a message (payload and headers) against the limit: the server's
+/// `max_payload` less the [dead-letter headroom](crate::headers::dead_letter_headroom), so the
+/// event's dead letter (the same bytes and headers plus the `Bus-Dlq-*` ones) always fits.
+pub(crate) fn check_size(
+    topic: &str,
+    payload: &[u8],
+    headers: &Headers,
+    max_payload: usize,
+) -> Result<(), Error> {
+    let size = payload.len() + headers.wire_len();
+    let max = max_payload - dead_letter_headroom(max_payload);
+    if size > max {
+        return Err(Error::PayloadTooLarge {
+            topic: topic.to_owned(),
+            size,
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// A message id unique to this process run: 32 hex digits, a random per-process prefix and a

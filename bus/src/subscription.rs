@@ -25,6 +25,57 @@ pub struct SubscribeOptions {
     pub max_ack_pending: Option<usize>,
     /// How long the server waits for an acknowledgement before redelivering.
     pub ack_wait: Option<Duration>,
+    /// The longest one delivery may run: `Some(Some(d))`, or `Some(None)` for no limit;
+    /// `None` takes `consumer.handler_timeout` from the configuration.
+    pub handler_timeout: Option<Option<Duration>>,
+}
+
+impl SubscribeOptions {
+    /// Checks the settings a subscription overrides, with the bounds the configuration has
+    /// (see [`EventBusConfig::validate`](crate::EventBusConfig::validate)).
+    fn validate(&self, handler: &str) -> Result<(), Error> {
+        let bad = |what: String| Err(Error::Config(format!("subscription `{handler}`: {what}")));
+        let ms = Duration::from_millis(1);
+        let day = Duration::from_secs(24 * 3600);
+        if let Some(n) = self.concurrency
+            && !(1..=10_000).contains(&n)
+        {
+            return bad(format!("concurrency {n} is out of range: give 1 to 10000"));
+        }
+        if let Some(n) = self.max_deliver
+            && !(1..=100_000).contains(&n)
+        {
+            return bad(format!("max_deliver {n} is out of range: give 1 to 100000"));
+        }
+        if let Some(n) = self.max_ack_pending
+            && !(1..=1_000_000).contains(&n)
+        {
+            return bad(format!(
+                "max_ack_pending {n} is out of range: give 1 to 1000000"
+            ));
+        }
+        if let Some(d) = self.ack_wait
+            && !(100 * ms..=day).contains(&d)
+        {
+            return bad(format!("ack_wait {d:?} is out of range: give 100ms to 24h"));
+        }
+        if let Some(Some(d)) = self.handler_timeout
+            && !(ms..=day).contains(&d)
+        {
+            return bad(format!(
+                "handler_timeout {d:?} is out of range: give 1ms to 24h"
+            ));
+        }
+        for d in self.backoff.iter().flatten() {
+            if !(ms..=7 * day).contains(d) {
+                return bad(format!(
+                    "backoff delay {d:?} is out of range: give 1ms to 7 days (a zero delay \
+                     makes a hot redelivery loop)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A typed or raw handler bound to a topic filter and a group, ready for
@@ -124,6 +175,7 @@ impl Subscription {
             return Err(Error::Closed);
         }
         crate::topic::validate_filter(&self.filter)?;
+        self.options.validate(&self.name)?;
         let Some(stream) = capture.stream_of(&self.filter) else {
             return Err(Error::NoStream {
                 topic: self.filter.clone(),
@@ -276,6 +328,20 @@ impl<T: FromMessage> SubscriptionBuilder<T> {
     /// How long the server waits for an acknowledgement before redelivering.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.options.ack_wait = Some(wait);
+        self
+    }
+
+    /// The longest one delivery may run (the whole middleware chain and the handler) before it
+    /// is cancelled and the event redelivered; overrides `consumer.handler_timeout`.
+    pub fn handler_timeout(mut self, limit: Duration) -> Self {
+        self.options.handler_timeout = Some(Some(limit));
+        self
+    }
+
+    /// No limit on how long one delivery may run (a handler that never returns holds its slot,
+    /// and `close()` waits the whole `drain_timeout` for it).
+    pub fn no_handler_timeout(mut self) -> Self {
+        self.options.handler_timeout = Some(None);
         self
     }
 

@@ -536,6 +536,38 @@ impl NatsCluster {
         }
     }
 
+    /// Waits until the running nodes have a JetStream metadata leader again, e.g. after
+    /// stopping or killing a node that may have been leading. Until then the cluster drops
+    /// JetStream API requests without an answer (a graceful stop usually hands the leadership
+    /// over within milliseconds; when it does not, or after a kill, the election takes 4 to 9 s
+    /// or more on nats-server 2.9).
+    ///
+    /// # Panics
+    ///
+    /// When no leader answers within 30 s, with the log of a running node.
+    pub async fn wait_meta_leader(&mut self) {
+        let probe = Probe {
+            user: None,
+            token: None,
+            port_only: false,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            // Account info is answered by the metadata leader only, whichever node relays it.
+            let running = (0..self.nodes.len()).find(|&i| self.nodes[i].is_running());
+            let node = &self.nodes[running.expect("no cluster node is running")];
+            if jetstream_ready(&node.url(), &probe).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no JetStream metadata leader after {READY_TIMEOUT:?}:\n{}",
+                node.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The client URLs of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(NatsServer::url).collect()

@@ -82,6 +82,10 @@ macro_rules! conformance_suite {
             invalid_topics_are_rejected,
             invalid_headers_are_rejected,
             oversize_payload_is_rejected,
+            largest_event_can_be_dead_lettered,
+            message_ids_with_outer_whitespace_are_refused,
+            a_handler_that_never_returns_times_out,
+            out_of_range_subscription_settings_are_refused,
             health_reflects_close,
             trace_context_is_continued_by_handlers,
         );
@@ -637,6 +641,15 @@ pub async fn invalid_topics_are_rejected(factory: &Factory) {
     }
     let err = Subscription::raw("bad", "cqc.>.events").unwrap_err();
     assert!(err.to_string().contains("last token"), "{err}");
+    // Longer than a NATS protocol line can carry with its dead-letter prefix.
+    let long = format!("cqc.events.v1.{}", "x".repeat(1100));
+    let err = bus
+        .publish_raw(&long, &b"x"[..], Headers::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1024 bytes"), "{err}");
+    let err = Subscription::raw("long", &long).unwrap_err();
+    assert!(err.to_string().contains("1024 bytes"), "{err}");
     let err = bus
         .publish_raw("elsewhere.orders", &b"x"[..], Headers::new())
         .await
@@ -697,7 +710,19 @@ pub async fn invalid_headers_are_rejected(factory: &Factory) {
         .publish_batch(&[Ping::new(2), bad_id, Ping::new(3)])
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidHeader { .. }), "{err}");
+    match &err {
+        Error::PartialBatch {
+            acks,
+            failed,
+            source,
+        } => {
+            assert_eq!(*failed, 1, "{err}");
+            assert!(matches!(**source, Error::InvalidHeader { .. }), "{err}");
+            assert!(acks[0].is_some() && acks[1].is_none(), "{acks:?}");
+            assert_eq!(acks.len(), 2, "the batch stops at its bad event");
+        }
+        other => panic!("expected PartialBatch, got {other}"),
+    }
 
     bus.publish(&Ping::new(4)).await.unwrap();
     rec.wait_for(2, WAIT).await;
@@ -724,6 +749,121 @@ pub async fn oversize_payload_is_rejected(factory: &Factory) {
     assert!(!err.is_retryable());
     // The bus still works afterwards.
     bus.publish(&Ping::new(1)).await.unwrap();
+    bus.close().await.unwrap();
+}
+
+/// The largest event the bus takes (the server's `max_payload` less the dead-letter headroom,
+/// headers counted) is stored, and when its handler fails for good its dead letter, the same
+/// bytes with more headers, is stored too; one byte more is refused up front, saying the limit.
+pub async fn largest_event_can_be_dead_lettered(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    bus.subscribe(
+        Subscription::raw("refuses", "cqc.events.v1.big")
+            .unwrap()
+            .handler(|_: RawMessage| async { Err::<(), _>(HandlerError::permanent("no")) }),
+    )
+    .await
+    .unwrap();
+    let mut h = Headers::new();
+    h.insert(headers::MSG_ID, "big-1"); // 32 bytes of headers on the wire
+    let limit = bus::memory::MAX_PAYLOAD - bus::headers::DEAD_LETTER_HEADROOM;
+    let payload = vec![7u8; limit - 32];
+    let err = bus
+        .publish_raw(
+            "cqc.events.v1.big",
+            [&payload[..], &[7]].concat(),
+            h.clone(),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        Error::PayloadTooLarge { size, max, .. } => assert_eq!((*size, *max), (limit + 1, limit)),
+        other => panic!("expected PayloadTooLarge, got {other}"),
+    }
+    assert!(err.to_string().contains(&limit.to_string()), "{err}");
+    bus.publish_raw("cqc.events.v1.big", payload.clone(), h)
+        .await
+        .unwrap();
+    dlq.wait_for(1, WAIT).await;
+    let letter = &dlq.items()[0];
+    assert_eq!(letter.payload.len(), payload.len());
+    assert_eq!(header(letter, headers::DLQ_ERROR_CLASS), "permanent");
+    bus.close().await.unwrap();
+}
+
+/// A message id with whitespace around it is refused: the server trims header values, so it
+/// would be taken for a repeat of the trimmed id and silently dropped.
+pub async fn message_ids_with_outer_whitespace_are_refused(factory: &Factory) {
+    let bus = start(factory).await;
+    for id in [" order-1", "order-1 ", "\torder-1"] {
+        let mut e = Ping::new(1);
+        e.event_id = id.into();
+        let err = bus.publish(&e).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidHeader { .. }), "{id:?}: {err}");
+        assert!(err.to_string().contains("whitespace"), "{err}");
+        let mut h = Headers::new();
+        h.insert(headers::MSG_ID, id.to_owned());
+        let err = bus
+            .publish_raw(Ping::TOPIC.as_str(), &b""[..], h)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidHeader { .. }), "{id:?}: {err}");
+    }
+    bus.close().await.unwrap();
+}
+
+/// A handler that never returns is cancelled at the handler timeout, and its event is
+/// delivered again (here: dead-lettered after its last delivery), instead of holding its slot
+/// forever.
+pub async fn a_handler_that_never_returns_times_out(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let attempts = Recorder::<u32>::new();
+    let a = Arc::clone(&attempts);
+    bus.subscribe(
+        Subscription::new("stuck", Ping::TOPIC)
+            .max_deliver(2)
+            .handler_timeout(Duration::from_millis(200))
+            .handler(move |_: Ping, d: Delivery| {
+                a.push(d.attempt());
+                std::future::pending::<Result<(), HandlerError>>()
+            }),
+    )
+    .await
+    .unwrap();
+    bus.publish(&Ping::new(1)).await.unwrap();
+    dlq.wait_for(1, WAIT).await;
+    assert_eq!(attempts.items(), [1, 2]);
+    let letter = &dlq.items()[0];
+    assert_eq!(header(letter, headers::DLQ_ERROR_CLASS), "timeout");
+    assert!(header(letter, headers::DLQ_ERROR).contains("handler_timeout"));
+    bus.close().await.unwrap();
+}
+
+/// Settings a subscription overrides are checked like the configuration's: a backoff of
+/// years or a concurrency of 0 is refused at subscribe, naming the handler.
+pub async fn out_of_range_subscription_settings_are_refused(factory: &Factory) {
+    let bus = start(factory).await;
+    let noop = |_: Ping| async { Ok::<_, HandlerError>(()) };
+    let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+    for sub in [
+        Subscription::new("h1", Ping::TOPIC)
+            .backoff([days(800)])
+            .handler(noop),
+        Subscription::new("h2", Ping::TOPIC)
+            .backoff([Duration::ZERO])
+            .handler(noop),
+        Subscription::new("h3", Ping::TOPIC)
+            .handler_timeout(days(2))
+            .handler(noop),
+    ] {
+        let name = sub.name().to_owned();
+        let err = bus.subscribe(sub).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(err.to_string().contains(&name), "{err}");
+    }
+    assert!(bus.check().await.is_healthy());
     bus.close().await.unwrap();
 }
 

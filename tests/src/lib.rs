@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod events;
+pub mod nats;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -9,6 +9,7 @@ use bus::testing::NatsServer;
 use bus::{Error, Event, EventBus, EventBusConfig, HandlerError, Headers, Subscription};
 use tests::Recorder;
 use tests::events::Ping;
+use tests::nats::{api, stream_info};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -16,21 +17,6 @@ fn config(server: &NatsServer) -> EventBusConfig {
     let mut c = server.bus_config();
     c.consumer_name = "bad-input".into();
     c
-}
-
-/// Raw JetStream API request against a server, for setting up streams behind the bus's back.
-async fn api(url: &str, subject: &str, body: serde_json::Value) -> serde_json::Value {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    let reply: serde_json::Value = js.request(subject.to_owned(), &body).await.unwrap();
-    client.drain().await.unwrap();
-    reply
-}
-
-async fn stream_info(url: &str, name: &str) -> serde_json::Value {
-    let info = api(url, &format!("STREAM.INFO.{name}"), serde_json::json!({})).await;
-    assert!(info.get("error").is_none(), "{info}");
-    info
 }
 
 /// Subscribes a recorder of `Ping` sequence numbers.
@@ -303,6 +289,7 @@ async fn subject_no_stream_captures_is_an_error_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_over_the_server_max_is_refused_before_sending() {
+    // A server with a small `max_payload`: a quarter of it (1 KiB) is kept for dead letters.
     let server = NatsServer::builder()
         .config("max_payload: 4096\n")
         .start()
@@ -314,7 +301,7 @@ async fn payload_over_the_server_max_is_refused_before_sending() {
     let err = bus.publish(&big).await.unwrap_err();
     match &err {
         Error::PayloadTooLarge { size, max, topic } => {
-            assert_eq!(*max, 4096);
+            assert_eq!(*max, 3072);
             assert!(*size > 5000);
             assert_eq!(topic, Ping::TOPIC.as_str());
         }
@@ -326,9 +313,15 @@ async fn payload_over_the_server_max_is_refused_before_sending() {
     let mut batch: Vec<Ping> = (2..5).map(Ping::new).collect();
     batch.push(big.clone());
     let err = bus.publish_batch(&batch).await.unwrap_err();
-    assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err}");
+    match &err {
+        Error::PartialBatch { source, failed, .. } => {
+            assert_eq!(*failed, 3);
+            assert!(matches!(**source, Error::PayloadTooLarge { .. }), "{err}");
+        }
+        other => panic!("expected PartialBatch, got {other}"),
+    }
     let mut fits = Ping::new(5);
-    fits.note = "y".repeat(3000);
+    fits.note = "y".repeat(2900);
     bus.publish(&fits).await.unwrap();
     rec.wait_for(4, WAIT).await;
     assert_eq!(

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::config::DeadLetterSettings;
-use crate::headers::{check_name, check_value};
+use crate::headers::{check_name, check_value, dead_letter_headroom, header_line_len};
 use crate::{Delivery, HandlerError, Headers, headers};
 
 /// Longest error message kept in [`headers::DLQ_ERROR`], in characters.
@@ -22,12 +22,14 @@ pub(crate) struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The dead letter of a delivery that failed with `error`; logs it.
+    /// The dead letter of a delivery that failed with `error`, for a server whose
+    /// `max_payload` is `max_payload`; logs it.
     pub(crate) fn new(
         settings: &DeadLetterSettings,
         delivery: &Delivery,
         payload: Bytes,
         error: &HandlerError,
+        max_payload: usize,
     ) -> Self {
         let subject = settings.subject_for(delivery.topic());
         tracing::warn!(
@@ -38,14 +40,19 @@ impl DeadLetter {
         DeadLetter {
             subject,
             payload,
-            headers: dead_letter_headers(delivery, error),
+            headers: dead_letter_headers(delivery, error, dead_letter_headroom(max_payload)),
         }
     }
 }
 
 /// Headers of the dead letter of a delivery: the original headers (its message id kept as
-/// `Bus-Dlq-Msg-Id`), plus where it came from and why it failed.
-pub(crate) fn dead_letter_headers(delivery: &Delivery, error: &HandlerError) -> Headers {
+/// `Bus-Dlq-Msg-Id`), plus where it came from and why it failed, adding at most `headroom`
+/// bytes to the original's.
+pub(crate) fn dead_letter_headers(
+    delivery: &Delivery,
+    error: &HandlerError,
+    headroom: usize,
+) -> Headers {
     let mut h = Headers::with_capacity(delivery.headers().len() + 8);
     for (name, value) in delivery.headers().iter() {
         // Another client may have sent a header this one cannot send back; the dead letter
@@ -74,15 +81,26 @@ pub(crate) fn dead_letter_headers(delivery: &Delivery, error: &HandlerError) -> 
     h.insert(headers::DLQ_DELIVERIES, delivery.attempt().to_string());
     h.insert(headers::DLQ_GROUP, delivery.group().to_owned());
     h.insert(headers::DLQ_ERROR_CLASS, error.class().as_str());
-    // Header values are single-line.
-    let message: String = error
-        .message()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(ERROR_MAX_CHARS)
-        .collect();
-    h.insert(headers::DLQ_ERROR, message);
+    // The dead letter must fit the headroom every publish leaves under `max_payload`: the error
+    // message gets what the other headers leave of it.
+    let added = h.wire_len().saturating_sub(delivery.headers().wire_len());
+    let room = headroom.saturating_sub(added + header_line_len(headers::DLQ_ERROR, ""));
+    h.insert(headers::DLQ_ERROR, one_line(&error.message(), room));
     h
+}
+
+/// `text` on one line (control characters become spaces), cut to at most
+/// [`ERROR_MAX_CHARS`] characters and `max_bytes` bytes.
+fn one_line(text: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    for c in text.chars().take(ERROR_MAX_CHARS) {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max_bytes {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -108,12 +126,35 @@ mod tests {
             42,
             std::time::SystemTime::now(),
         );
-        let h = dead_letter_headers(&delivery, &HandlerError::permanent("no\r\nway"));
+        let h = dead_letter_headers(&delivery, &HandlerError::permanent("no\r\nway"), 4096);
         h.validate().expect("every dead-letter header can be sent");
         assert_eq!(h.get("tenant"), Some("t-7"));
         assert_eq!(h.get(headers::DLQ_MSG_ID), Some("evt-1"));
         assert_eq!(h.get(headers::MSG_ID), Some("dlq:g:42"));
         assert_eq!(h.get(headers::DLQ_ERROR), Some("no  way"));
         assert_eq!((h.get("bad name"), h.get("multi")), (None, None));
+    }
+
+    #[test]
+    fn dead_letter_headers_fit_the_headroom_whatever_the_error() {
+        let topic = bus_names::cases::LONG_OK;
+        let group = "g".repeat(bus_names::GROUP_MAX);
+        let original: Headers = [("Nats-Msg-Id", "evt-1".to_owned())].into_iter().collect();
+        let delivery = Delivery::new(
+            topic,
+            group.as_str(),
+            original.clone(),
+            u32::MAX,
+            u64::MAX,
+            std::time::SystemTime::now(),
+        );
+        for message in ["é".repeat(5000), "x".repeat(5000), "a\nb".into()] {
+            let h = dead_letter_headers(&delivery, &HandlerError::permanent(message), 4096);
+            h.validate().unwrap();
+            let added = h.wire_len() - original.wire_len();
+            assert!(added <= 4096, "{added} bytes added");
+        }
+        let h = dead_letter_headers(&delivery, &HandlerError::permanent("x".repeat(5000)), 4096);
+        assert_eq!(h.get(headers::DLQ_ERROR).unwrap().len(), ERROR_MAX_CHARS);
     }
 }

@@ -6,12 +6,13 @@
 
 use std::panic::AssertUnwindSafe;
 use std::task::Poll;
+use std::time::Duration;
 
 use futures::FutureExt;
 
 use crate::middleware::{Pipeline, panic_error};
 use crate::trace::{self, TraceParent};
-use crate::{HandlerError, HandlerFuture, RawMessage, headers};
+use crate::{ErrorClass, HandlerError, HandlerFuture, RawMessage, headers};
 
 /// A handler after its first poll.
 pub(crate) enum FirstPoll {
@@ -28,12 +29,27 @@ pub(crate) struct Waiting {
 }
 
 impl Waiting {
-    /// Drives the handler to the end, in its trace, with panics caught.
-    pub(crate) async fn finish(self) -> Result<(), HandlerError> {
+    /// Drives the handler to the end, in its trace, with panics caught; past `limit` it is
+    /// cancelled with a retryable [`ErrorClass::Timeout`] error.
+    pub(crate) async fn finish(self, limit: Option<Duration>) -> Result<(), HandlerError> {
         let caught = AssertUnwindSafe(self.handler).catch_unwind();
-        trace::within(self.parent, caught)
-            .await
-            .unwrap_or_else(|panic| Err(panic_error(&*panic)))
+        let run = trace::within(self.parent, caught);
+        let outcome = match limit {
+            None => run.await,
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(HandlerError::new(
+                        ErrorClass::Timeout,
+                        format!(
+                            "the delivery did not finish within {limit:?} \
+                             (`consumer.handler_timeout`) and was cancelled"
+                        ),
+                    ));
+                }
+            },
+        };
+        outcome.unwrap_or_else(|panic| Err(panic_error(&*panic)))
     }
 }
 

@@ -19,7 +19,7 @@ mod first_poll;
 pub(crate) mod flow;
 mod settings;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::dead_letter::DeadLetter;
@@ -68,6 +69,10 @@ pub(crate) trait Source: Send + 'static {
 
     /// The message as a handler sees it.
     fn message(&self, msg: &Self::Message) -> RawMessage;
+
+    /// The largest message the backend stores (a NATS server's `max_payload`), which decides
+    /// how much room a dead letter's headers have.
+    fn max_payload(&self) -> usize;
 
     /// Tells the backend that `msg` is still being worked on.
     fn keep_alive(msg: &Self::Message) -> impl Future<Output = ()> + Send + '_;
@@ -131,6 +136,7 @@ enum Finished<M> {
     /// A handler that waited after its first poll ended with `outcome`.
     Handled {
         msg: M,
+        id: u64,
         attempt: u32,
         outcome: Result<(), HandlerError>,
         started: Option<Instant>,
@@ -139,7 +145,51 @@ enum Finished<M> {
     Settled,
 }
 
-type Running<M> = FuturesUnordered<Pin<Box<dyn Future<Output = Finished<M>> + Send>>>;
+/// Handlers and settle actions under way.
+struct Running<M> {
+    futures: FuturesUnordered<Pin<Box<dyn Future<Output = Finished<M>> + Send>>>,
+    /// The handlers among them, by id: what each handles and since when, for the log of a
+    /// close that had to cancel them.
+    handlers: HashMap<u64, Handling>,
+    next_id: u64,
+}
+
+/// What a running handler handles.
+struct Handling {
+    topic: String,
+    sequence: u64,
+    since: Instant,
+}
+
+impl<M> Running<M> {
+    fn new() -> Self {
+        Running {
+            futures: FuturesUnordered::new(),
+            handlers: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.futures.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.futures.is_empty()
+    }
+
+    fn push(&mut self, future: impl Future<Output = Finished<M>> + Send + 'static) {
+        self.futures.push(Box::pin(future));
+    }
+
+    async fn next(&mut self) -> Option<Finished<M>> {
+        let done = self.futures.next().await;
+        if let Some(Finished::Handled { id, .. }) = &done {
+            self.handlers.remove(id);
+        }
+        done
+    }
+}
 
 impl<S: Source> Worker<S> {
     /// Takes messages, runs handlers and settles messages until the bus closes.
@@ -147,7 +197,7 @@ impl<S: Source> Worker<S> {
         let concurrency = self.settings.concurrency;
         let every = self.settings.keep_alive_every();
         let mut flow = Flow::new(&self.settings, S::REDELIVERS_UNSETTLED);
-        let mut running: Running<S::Message> = FuturesUnordered::new();
+        let mut running: Running<S::Message> = Running::new();
         let mut held: VecDeque<Held<S::Message>> = VecDeque::new();
         let mut arrived = Vec::new();
         let mut keep_alive = tokio::time::interval(every);
@@ -194,15 +244,29 @@ impl<S: Source> Worker<S> {
             }
             FirstPoll::Waiting(handler) => {
                 let every = self.settings.keep_alive_every();
-                running.push(Box::pin(async move {
-                    let outcome = keep_alive_while::<S, _>(&msg, every, handler.finish()).await;
+                let limit = self.settings.handler_timeout;
+                let id = running.next_id;
+                running.next_id += 1;
+                let raw = self.source.message(&msg);
+                running.handlers.insert(
+                    id,
+                    Handling {
+                        topic: raw.delivery.topic().to_owned(),
+                        sequence: raw.delivery.stream_sequence(),
+                        since: Instant::now(),
+                    },
+                );
+                running.push(async move {
+                    let outcome =
+                        keep_alive_while::<S, _>(&msg, every, handler.finish(limit)).await;
                     Finished::Handled {
                         msg,
+                        id,
                         attempt,
                         outcome,
                         started,
                     }
-                }));
+                });
             }
         }
     }
@@ -218,6 +282,7 @@ impl<S: Source> Worker<S> {
             attempt,
             outcome,
             started,
+            ..
         } = done
         {
             flow.record(started);
@@ -244,7 +309,13 @@ impl<S: Source> Worker<S> {
             }
             Verdict::DeadLetter(e) => {
                 let raw = self.source.message(&msg);
-                let letter = DeadLetter::new(&self.dead_letters, &raw.delivery, raw.payload, &e);
+                let letter = DeadLetter::new(
+                    &self.dead_letters,
+                    &raw.delivery,
+                    raw.payload,
+                    &e,
+                    self.source.max_payload(),
+                );
                 settle(self.source.dead_letter(msg, letter), running).await;
             }
         }
@@ -270,10 +341,18 @@ impl<S: Source> Worker<S> {
         .await;
         if drained.is_err() {
             tracing::warn!(
-                handler = %self.name, group = %self.group, still_running = running.len(), ?timeout,
+                handler = %self.name, group = %self.group, still_running = running.handlers.len(),
+                ?timeout,
                 "handlers still running at the drain timeout were cancelled; their messages are \
                  delivered again (give handlers a timeout, or raise `drain_timeout`)"
             );
+            for h in running.handlers.values() {
+                tracing::warn!(
+                    handler = %self.name, group = %self.group, topic = %h.topic,
+                    sequence = h.sequence, running_for = ?h.since.elapsed(),
+                    "handler stuck at close"
+                );
+            }
         }
         drop(running);
         self.source.close().await;
@@ -289,10 +368,10 @@ where
     let Some(action) = action else { return };
     let mut action = Box::pin(action);
     if futures::poll!(action.as_mut()).is_pending() {
-        running.push(Box::pin(async move {
+        running.push(async move {
             action.await;
             Finished::Settled
-        }));
+        });
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) struct DeliverySettings {
     pub(crate) ack_wait: Duration,
     /// Whether handlers run inside the trace of the event's `traceparent`.
     pub(crate) trace_context: bool,
+    /// The longest one delivery may run, if bounded.
+    pub(crate) handler_timeout: Option<Duration>,
 }
 
 impl DeliverySettings {
@@ -44,6 +46,9 @@ impl DeliverySettings {
                 .unwrap_or_else(|| config.consumer.backoff.clone()),
             ack_wait: options.ack_wait.unwrap_or(config.ack_wait),
             trace_context: config.trace_context,
+            handler_timeout: options
+                .handler_timeout
+                .unwrap_or(config.consumer.handler_timeout),
         }
     }
 
@@ -115,8 +120,10 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let mut c = EventBusConfig::default();
-        c.max_deliver = 2;
+        let c = EventBusConfig {
+            max_deliver: 2,
+            ..Default::default()
+        };
         let r = DeliverySettings::new(&SubscribeOptions::default(), &c);
         assert!(matches!(r.verdict(1, Ok(())), Verdict::Ack));
         assert!(matches!(

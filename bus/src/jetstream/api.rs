@@ -55,16 +55,21 @@ pub(crate) async fn request(
     patience: Duration,
 ) -> Result<Value, Error> {
     let deadline = Instant::now() + patience;
+    // Several tries fit in the patience: a cluster electing a leader drops requests unanswered
+    // for a few seconds, and a request sent then would wait out a long timeout.
+    let per_try = (patience / 5).clamp(Duration::from_secs(1), Duration::from_secs(5));
     let mut delay = Duration::from_millis(50);
     loop {
-        let last = match js.request::<_, _, Value>(subject.to_owned(), body).await {
-            Ok(reply) => match ApiError::of(&reply) {
+        let attempt = js.request::<_, _, Value>(subject.to_owned(), body);
+        let last = match tokio::time::timeout(per_try, attempt).await {
+            Ok(Ok(reply)) => match ApiError::of(&reply) {
                 Some(e) if e.is_unavailable() => {
                     format!("JetStream is not ready: {}", e.description)
                 }
                 _ => return Ok(reply),
             },
-            Err(e) => format!("JetStream did not answer `$JS.API.{subject}`: {e}"),
+            Ok(Err(e)) => format!("JetStream did not answer `$JS.API.{subject}`: {e}"),
+            Err(_) => format!("JetStream did not answer `$JS.API.{subject}` within {per_try:?}"),
         };
         if Instant::now() + delay > deadline {
             return Err(Error::Backend {

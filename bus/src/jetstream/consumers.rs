@@ -117,16 +117,16 @@ pub(crate) async fn ensure_consumer(
     }
     js.create_consumer_on_stream(config, stream)
         .await
-        .map_err(|e| Error::Backend {
-            context: format!(
-                "creating durable consumer `{durable}` on stream `{stream}` failed; check the \
-                 subscription's settings (max_deliver must exceed the backoff steps)"
-            ),
-            retryable: matches!(
-                e.kind(),
-                async_nats::jetstream::stream::ConsumerErrorKind::TimedOut
-            ),
-            source: Box::new(e),
+        .map_err(|e| {
+            use async_nats::jetstream::stream::ConsumerErrorKind;
+            Error::Backend {
+                context: format!(
+                    "creating durable consumer `{durable}` on stream `{stream}` failed (the \
+                     server's reason follows)"
+                ),
+                retryable: matches!(e.kind(), ConsumerErrorKind::TimedOut),
+                source: Box::new(e),
+            }
         })
 }
 

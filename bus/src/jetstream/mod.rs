@@ -65,6 +65,7 @@
 //! Limits: a consumer killed during the *last* allowed delivery of a message leaves it in the
 //! stream without a dead letter (the server stops redelivering at `max_deliver`).
 
+mod advisories;
 mod api;
 mod connect;
 mod consumers;
@@ -77,13 +78,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use self::consumers::durable_name;
+use self::publish::InFlightPublishes;
 use self::pull::PullSource;
 use crate::capture::Capture;
 use crate::delivery::{DeliverySettings, Worker};
+use crate::tasks::Tasks;
 use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
 
 /// The JetStream event bus. Cheap to clone; clones share the connection.
@@ -100,11 +101,15 @@ pub(crate) struct Inner {
     publisher: async_nats::jetstream::Context,
     /// Which stream captures which subjects, as the server has them.
     capture: Capture,
+    /// Set when `close()` begins: no new subscriptions, workers stop.
+    closing: AtomicBool,
+    /// Set once running handlers are done: no new publishes.
     closed: AtomicBool,
+    /// Publishes under way, which `close()` lets finish.
+    publishing: InFlightPublishes,
     /// Set once `close()` drained the connection.
     connection_drained: AtomicBool,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for JetStreamBus {
@@ -147,10 +152,11 @@ impl JetStreamBus {
                 js,
                 publisher,
                 capture,
+                closing: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
+                publishing: InFlightPublishes::default(),
                 connection_drained: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
-                tasks: TaskTracker::new(),
+                tasks: Tasks::default(),
             }),
         })
     }
@@ -192,7 +198,7 @@ impl JetStreamBus {
         let checked = sub.check(
             &inner.config,
             &inner.capture,
-            inner.closed.load(Ordering::Acquire),
+            inner.closing.load(Ordering::Acquire),
         )?;
         let durable = bus_names::durable_name(&checked.group, &sub.filter);
         let settings = DeliverySettings::new(&sub.options, &inner.config);
@@ -205,6 +211,8 @@ impl JetStreamBus {
         )
         .await?;
         let group: std::sync::Arc<str> = checked.group.into();
+        let checked_stream = checked.stream.clone();
+        let group_for_watch = Arc::clone(&group);
         let source = PullSource::open(
             Arc::clone(inner),
             checked.stream,
@@ -222,24 +230,50 @@ impl JetStreamBus {
             pipeline: sub.pipeline,
             settings,
             dead_letters: inner.config.dead_letter.clone(),
-            name: sub.name.into(),
+            name: sub.name.as_str().into(),
             group,
-            shutdown: inner.shutdown.clone(),
+            shutdown: inner.tasks.shutdown(),
             drain_timeout: inner.config.drain_timeout,
         };
-        inner.tasks.spawn(worker.run());
+        inner.tasks.spawn(
+            format!("the delivery worker of handler `{}`", sub.name),
+            worker.run(),
+        );
+        inner.tasks.spawn(
+            format!("the max-deliveries watch of handler `{}`", sub.name),
+            advisories::watch_max_deliveries(
+                Arc::clone(inner),
+                checked_stream,
+                durable,
+                group_for_watch,
+                inner.tasks.shutdown(),
+            ),
+        );
         Ok(())
     }
 
     pub(crate) async fn close(&self) -> Result<(), Error> {
         let inner = &self.inner;
-        if inner.closed.swap(true, Ordering::AcqRel) {
+        if inner.closing.swap(true, Ordering::AcqRel) {
             inner.tasks.wait().await;
+            inner.publishing.idle().await;
             return Ok(());
         }
-        inner.shutdown.cancel();
-        inner.tasks.close();
-        inner.tasks.wait().await;
+        // Workers stop taking messages and let their handlers finish; what the handlers
+        // publish meanwhile still goes out.
+        inner.tasks.stop().await;
+        inner.closed.store(true, Ordering::SeqCst);
+        let drain = inner.config.drain_timeout;
+        if tokio::time::timeout(drain, inner.publishing.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?drain,
+                "publishes still waiting for their acknowledgement at the drain timeout; they \
+                 fail with `Closed` (a batch reports which of its events were stored)"
+            );
+        }
         let wait = Duration::from_secs(5);
         if tokio::time::timeout(wait, inner.client.flush())
             .await
@@ -265,8 +299,11 @@ impl JetStreamBus {
     pub(crate) async fn check(&self) -> crate::Health {
         use crate::Health;
         let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.closing.load(Ordering::Acquire) {
             return Health::Unhealthy("the bus is closed".into());
+        }
+        if let Some(failure) = inner.tasks.failure() {
+            return Health::Unhealthy(failure);
         }
         let state = inner.client.connection_state();
         if state != async_nats::connection::State::Connected {

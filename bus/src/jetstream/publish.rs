@@ -2,17 +2,19 @@
 //! errors, and a pipelined batch.
 
 use std::error::Error as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::connection::State;
 use async_nats::header::{HeaderName, IntoHeaderName};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Inner;
@@ -53,6 +55,18 @@ pub(crate) fn header_map(headers: &Headers) -> HeaderMap {
     map
 }
 
+/// The bus's form of a NATS header map.
+pub(crate) fn headers_from(map: &HeaderMap) -> Headers {
+    let mut headers = Headers::with_capacity(map.len());
+    for (name, values) in map.iter() {
+        let name: &str = name.as_ref();
+        for v in values {
+            headers.append(name.to_owned(), v.as_str().to_owned());
+        }
+    }
+    headers
+}
+
 fn to_ack(a: &async_nats::jetstream::publish::PublishAck) -> PublishAck {
     PublishAck {
         sequence: a.sequence,
@@ -60,25 +74,61 @@ fn to_ack(a: &async_nats::jetstream::publish::PublishAck) -> PublishAck {
     }
 }
 
+/// Publishes under way, so that `close()` can wait for them before it drains the connection.
+#[derive(Debug, Default)]
+pub(crate) struct InFlightPublishes {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One publish (or batch) under way; dropping it ends it.
+pub(crate) struct PublishGuard<'a>(&'a InFlightPublishes);
+
+impl Drop for PublishGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlightPublishes {
+    /// Waits until no publish is under way.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl Inner {
-    /// Checks what can be checked before sending: closed, payload size.
-    pub(crate) fn check_publish(&self, topic: &str, payload: &Bytes) -> Result<(), Error> {
-        if self.closed.load(Ordering::Acquire) {
+    /// Starts a publish, unless the bus no longer takes them. Counted first and checked after,
+    /// so `close()` either sees it under way or it sees the bus closed.
+    pub(crate) fn begin_publish(&self) -> Result<PublishGuard<'_>, Error> {
+        self.publishing.count.fetch_add(1, Ordering::SeqCst);
+        let guard = PublishGuard(&self.publishing);
+        if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        self.check_size(topic, payload)
+        Ok(guard)
     }
 
-    fn check_size(&self, topic: &str, payload: &Bytes) -> Result<(), Error> {
-        let max = self.client.max_payload();
-        if max > 0 && payload.len() > max {
-            return Err(Error::PayloadTooLarge {
-                topic: topic.to_owned(),
-                size: payload.len(),
-                max,
-            });
+    /// The server's `max_payload`, or the NATS default before the server said.
+    pub(crate) fn max_payload(&self) -> usize {
+        match self.client.max_payload() {
+            0 => 1024 * 1024,
+            max => max,
         }
-        Ok(())
+    }
+
+    /// Checks the size of a message against the server's `max_payload` (less the dead-letter
+    /// headroom).
+    fn check_size(&self, topic: &str, payload: &Bytes, headers: &Headers) -> Result<(), Error> {
+        crate::outgoing::check_size(topic, payload, headers, self.max_payload())
     }
 
     /// How long one publish attempt waits for its acknowledgement (the timeout of the
@@ -95,7 +145,8 @@ impl Inner {
         payload: Bytes,
         headers: &Headers,
     ) -> Result<PublishAck, Error> {
-        self.check_publish(topic, &payload)?;
+        let _publishing = self.begin_publish()?;
+        self.check_size(topic, &payload, headers)?;
         let deadline = Instant::now() + self.config.publish_timeout;
         self.publish_until(topic, payload, headers, deadline, None)
             .await
@@ -107,15 +158,12 @@ impl Inner {
     pub(crate) async fn store_dead_letter(&self, letter: &DeadLetter) -> bool {
         let mut failures = 0u32;
         loop {
-            let stored = match self.check_size(&letter.subject, &letter.payload) {
-                Ok(()) => {
-                    let deadline = Instant::now() + self.config.publish_timeout;
-                    let payload = letter.payload.clone();
-                    self.publish_until(&letter.subject, payload, &letter.headers, deadline, None)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            // Not checked against the limit: the headroom kept on every publish is for this.
+            let deadline = Instant::now() + self.config.publish_timeout;
+            let payload = letter.payload.clone();
+            let stored = self
+                .publish_until(&letter.subject, payload, &letter.headers, deadline, None)
+                .await;
             match stored {
                 Ok(_) => return true,
                 Err(e) if e.is_retryable() => {
@@ -217,6 +265,30 @@ impl Inner {
                     .source()
                     .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>());
                 match js {
+                    // The stream is full and refuses new events (`discard = new` with a limit
+                    // reached): waiting will not help.
+                    Some(j) if j.error_code() == ErrorCode::STREAM_STORE_FAILED => {
+                        Failure::Fatal(Error::Backend {
+                            context: format!(
+                                "the stream refused a publish on `{topic}`: it is full and \
+                                 discards new events (a `max_msgs`, `max_bytes` or per-subject \
+                                 limit with `discard = new`); raise the limit or let old events \
+                                 expire"
+                            ),
+                            retryable: false,
+                            source: j.to_string().into(),
+                        })
+                    }
+                    Some(j) if j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => {
+                        Failure::Fatal(Error::Backend {
+                            context: format!(
+                                "the stream refused a publish on `{topic}` of {size} bytes: it \
+                                 is over the stream's `max_msg_size`"
+                            ),
+                            retryable: false,
+                            source: j.to_string().into(),
+                        })
+                    }
                     // 503: no leader, cluster busy, JetStream restarting.
                     Some(j) if j.code() == 503 => Failure::Transient(j.to_string()),
                     Some(j) => Failure::Fatal(Error::Backend {
@@ -237,7 +309,8 @@ impl Inner {
 
     /// Publishes many messages on `topic` with up to [`BATCH_WINDOW`] acknowledgements in
     /// flight. Stops at the first error after waiting for the ones in flight; returns the acks
-    /// in input order.
+    /// in input order, or [`Error::PartialBatch`] with exactly which events were stored. A
+    /// batch that started before `close()` runs to its end (close waits for it).
     ///
     /// Only the bare ack futures are in flight (as a raw client would keep them); what a retry
     /// needs (payload, headers, deadline) waits in a slot, reused once the ack is in.
@@ -246,6 +319,7 @@ impl Inner {
         topic: &str,
         items: impl Iterator<Item = Result<(Bytes, Headers), Error>>,
     ) -> Result<Vec<PublishAck>, Error> {
+        let _publishing = self.begin_publish()?;
         let mut batch = Batch {
             acks: Vec::with_capacity(items.size_hint().0),
             slots: Vec::new(),
@@ -258,7 +332,7 @@ impl Inner {
         for (i, item) in items.enumerate() {
             batch.acks.push(None);
             let checked = item.and_then(|(payload, headers)| {
-                self.check_publish(topic, &payload)?;
+                self.check_size(topic, &payload, &headers)?;
                 Ok((payload, headers))
             });
             let (payload, headers) = match checked {
@@ -303,18 +377,14 @@ impl Inner {
         while let Some(done) = inflight.next().await {
             self.await_ack(topic, done, &mut batch).await;
         }
-        if let Some((_, e)) = batch.first_error {
-            return Err(e);
+        match batch.first_error {
+            Some((failed, e)) => Err(Error::PartialBatch {
+                acks: batch.acks,
+                failed,
+                source: Box::new(e),
+            }),
+            None => Ok(batch.acks.into_iter().flatten().collect()),
         }
-        batch
-            .acks
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::Backend {
-                context: "batch publish".into(),
-                retryable: true,
-                source: "a publish of the batch was not settled".into(),
-            })
     }
 
     /// Records the acknowledgement of one publish of a batch; a transient failure is retried

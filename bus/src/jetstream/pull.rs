@@ -10,6 +10,7 @@
 //! Acknowledgements go straight to the message's reply subject through the shared client.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::AckKind;
@@ -22,13 +23,16 @@ use tokio::time::Instant;
 
 use super::Inner;
 use super::consumers::ensure_consumer;
+use super::publish::headers_from;
 use crate::delivery::{DeadLetter, Source};
-use crate::{Delivery, Error, Headers, RawMessage};
+use crate::{Delivery, Error, RawMessage};
 
 /// Lifetime of one pull request.
 const EXPIRES: Duration = Duration::from_secs(30);
 /// Idle heartbeat the server sends for a pending pull request.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often pending requests are checked against a reconnect, which loses them.
+const RECONNECT_CHECK: Duration = Duration::from_millis(250);
 
 /// A message pulled from the consumer.
 pub(crate) struct Pulled {
@@ -62,6 +66,8 @@ struct Requests {
     asked: usize,
     /// When the server was last heard from on the inbox.
     heard: Instant,
+    /// The client's connection count when the pending requests were sent.
+    connects: u64,
 }
 
 /// What arrived on the inbox.
@@ -131,6 +137,7 @@ impl PullSource {
             reply_to,
             asked: 0,
             heard: Instant::now(),
+            connects: self.connects(),
         })
     }
 
@@ -157,11 +164,21 @@ impl PullSource {
         }
     }
 
+    /// How many times the client has connected so far.
+    fn connects(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::Relaxed)
+    }
+
     /// Asks for more messages when fewer than half of `want` are on their way.
     async fn ask(&mut self, want: usize) {
+        let connects = self.connects();
         let Some(r) = self.requests.as_mut() else {
             return;
         };
+        if r.asked > 0 && r.connects != connects {
+            tracing::debug!(group = %self.group, "reconnected; asking for messages again");
+            r.asked = 0;
+        }
         let missing = want.saturating_sub(r.asked);
         if missing == 0 || missing < want.div_ceil(2) {
             return;
@@ -186,6 +203,7 @@ impl PullSource {
                     r.heard = Instant::now();
                 }
                 r.asked += missing;
+                r.connects = connects;
             }
             Err(e) => tracing::debug!(group = %self.group, error = %e, "pull request not sent"),
         }
@@ -245,12 +263,17 @@ impl Source for PullSource {
             self.ask(want).await;
             let (client, group) = (&self.client, &self.group);
             let r = self.requests.as_mut().expect("checked above");
-            let silent_until = r.heard + HEARTBEAT * 2;
+            // Pending requests are lost when the server goes quiet for two heartbeats, or when
+            // the client reconnects (checked by `ask` on the next round).
+            let silent_after = r.heard + HEARTBEAT * 2;
+            let wake = silent_after.min(Instant::now() + RECONNECT_CHECK);
             let arrived = tokio::select! {
                 msg = r.inbox.next() => msg,
-                _ = tokio::time::sleep_until(silent_until), if r.asked > 0 => {
-                    tracing::debug!(%group, "no heartbeat from pending pull requests; asking again");
-                    r.asked = 0;
+                _ = tokio::time::sleep_until(wake), if r.asked > 0 => {
+                    if Instant::now() >= silent_after {
+                        tracing::debug!(%group, "no heartbeat from pending pull requests; asking again");
+                        r.asked = 0;
+                    }
                     continue;
                 }
             };
@@ -288,15 +311,7 @@ impl Source for PullSource {
     }
 
     fn message(&self, p: &Pulled) -> RawMessage {
-        let mut headers = Headers::with_capacity(p.msg.headers.as_ref().map_or(0, |h| h.len()));
-        if let Some(map) = &p.msg.headers {
-            for (name, values) in map.iter() {
-                let name: &str = name.as_ref();
-                for v in values {
-                    headers.append(name.to_owned(), v.as_str().to_owned());
-                }
-            }
-        }
+        let headers = p.msg.headers.as_ref().map(headers_from).unwrap_or_default();
         let topic = match &self.fixed_topic {
             Some(t) if **t == *p.msg.subject.as_str() => Arc::clone(t),
             _ => Arc::from(p.msg.subject.as_str()),
@@ -312,6 +327,10 @@ impl Source for PullSource {
                 p.published,
             ),
         }
+    }
+
+    fn max_payload(&self) -> usize {
+        self.bus.max_payload()
     }
 
     async fn keep_alive(p: &Pulled) {

@@ -3,6 +3,7 @@
 //! redeliveries until their delay is over.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -101,6 +102,10 @@ impl Source for GroupMember {
         }
     }
 
+    fn max_payload(&self) -> usize {
+        super::MAX_PAYLOAD
+    }
+
     async fn keep_alive(_: &Taken) {}
 
     fn ack(&mut self, _: Taken) -> Option<impl Future<Output = ()> + Send + use<>> {
@@ -134,13 +139,19 @@ impl Source for GroupMember {
     }
 
     async fn close(&mut self) {
+        // Closed first, so a publish either got in (and is counted here) or gets `Closed`.
         let mut queued = 0;
-        if let Ok(mut rx) = self.group.rx.try_lock() {
+        {
+            let mut rx = self.group.rx.lock().await;
+            rx.close();
             while rx.try_recv().is_ok() {
                 queued += 1;
             }
         }
         let discarded = self.discarded + self.redeliveries.len() + queued;
+        self.bus
+            .discarded
+            .fetch_add(discarded as u64, Ordering::AcqRel);
         if discarded > 0 {
             tracing::warn!(
                 group = %self.group.name, discarded,

@@ -26,18 +26,19 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use self::group::{GroupMember, Queued};
 use crate::capture::Capture;
 use crate::delivery::{DeadLetter as Letter, DeliverySettings, Worker};
 use crate::message::Meta;
+use crate::tasks::Tasks;
 use crate::topic::filter_matches;
 use crate::util::{lock, read, write};
 use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
 
-/// The largest payload accepted, as on a default NATS server (1 MiB).
+/// The memory backend's `max_payload`, as on a default NATS server (1 MiB). As on JetStream, a
+/// message (payload and headers) may use it less
+/// [`DEAD_LETTER_HEADROOM`](crate::headers::DEAD_LETTER_HEADROOM) (4 KiB).
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// How many dead letters [`MemoryBus::dead_letters`] keeps.
@@ -83,10 +84,14 @@ pub(crate) struct Inner {
     /// Serializes subscribe calls so two members of a new group find the same queue.
     subscribe_lock: Mutex<()>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
+    /// Events discarded at close (queued, waiting for a handler slot, or for a redelivery).
+    discarded: AtomicU64,
+    /// Set when `close()` begins: no new subscriptions, workers stop.
+    closing: AtomicBool,
+    /// Set once the workers stopped: no new publishes.
     closed: AtomicBool,
     sequence: AtomicU64,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    tasks: Tasks,
 }
 
 /// The in-memory event bus. Cheap to clone; clones share the bus.
@@ -141,10 +146,11 @@ impl MemoryBus {
                 routes: RwLock::new(HashMap::new()),
                 subscribe_lock: Mutex::new(()),
                 dead_letters: Mutex::new(VecDeque::new()),
+                discarded: AtomicU64::new(0),
+                closing: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 sequence: AtomicU64::new(0),
-                shutdown: CancellationToken::new(),
-                tasks: TaskTracker::new(),
+                tasks: Tasks::default(),
             }),
         }
     }
@@ -173,7 +179,7 @@ impl MemoryBus {
         let checked = sub.check(
             &inner.config,
             &inner.capture,
-            inner.closed.load(Ordering::Acquire),
+            inner.closing.load(Ordering::Acquire),
         )?;
         let settings = DeliverySettings::new(&sub.options, &inner.config);
         let group = inner.join(&sub.filter, checked.group);
@@ -186,31 +192,48 @@ impl MemoryBus {
             pipeline: sub.pipeline,
             settings,
             dead_letters: inner.config.dead_letter.clone(),
-            name: sub.name.into(),
+            name: sub.name.as_str().into(),
             group: Arc::clone(&group.name),
-            shutdown: inner.shutdown.clone(),
+            shutdown: inner.tasks.shutdown(),
             drain_timeout: inner.config.drain_timeout,
         };
-        inner.tasks.spawn(worker.run());
+        inner.tasks.spawn(
+            format!("the delivery worker of handler `{}`", sub.name),
+            worker.run(),
+        );
         Ok(())
     }
 
     pub(crate) async fn close(&self) -> Result<(), Error> {
         let inner = &self.inner;
-        if inner.closed.swap(true, Ordering::AcqRel) {
+        if inner.closing.swap(true, Ordering::AcqRel) {
             inner.tasks.wait().await;
             return Ok(());
         }
-        inner.shutdown.cancel();
-        inner.tasks.close();
-        inner.tasks.wait().await;
+        // Workers stop taking events and let their handlers finish; what the handlers publish
+        // meanwhile is queued (and counted as discarded if nothing takes it).
+        inner.tasks.stop().await;
+        inner.closed.store(true, Ordering::Release);
         *write(&inner.groups) = Arc::from(Vec::new());
         write(&inner.routes).clear();
         Ok(())
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Acquire)
+    /// Events discarded at `close()`: still queued, waiting for a handler slot, or waiting for
+    /// their redelivery delay. With the events handled and the publishes that returned an
+    /// error, they account for every publish.
+    pub fn discarded(&self) -> u64 {
+        self.inner.discarded.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn health(&self) -> crate::Health {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return crate::Health::Unhealthy("the bus is closed".into());
+        }
+        match self.inner.tasks.failure() {
+            Some(failure) => crate::Health::Unhealthy(failure),
+            None => crate::Health::Healthy,
+        }
     }
 }
 
@@ -269,6 +292,18 @@ impl Inner {
         payload: Bytes,
         headers: Headers,
     ) -> Result<PublishAck, Error> {
+        crate::outgoing::check_size(topic, &payload, &headers, MAX_PAYLOAD)?;
+        self.publish_checked(topic, payload, headers).await
+    }
+
+    /// Publishes a message whose size is checked already (or, for a dead letter, fits the
+    /// headroom kept for it).
+    async fn publish_checked(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        headers: Headers,
+    ) -> Result<PublishAck, Error> {
         let mut full = Vec::new();
         let ack = self.offer(topic, payload, headers, &mut full)?;
         if !full.is_empty() {
@@ -295,13 +330,6 @@ impl Inner {
         if !route.captured {
             return Err(Error::NoStream {
                 topic: topic.to_owned(),
-            });
-        }
-        if payload.len() > MAX_PAYLOAD {
-            return Err(Error::PayloadTooLarge {
-                topic: topic.to_owned(),
-                size: payload.len(),
-                max: MAX_PAYLOAD,
             });
         }
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
@@ -343,8 +371,14 @@ impl Inner {
     ) -> Result<(), Error> {
         let wait = self.config.publish_timeout;
         let deadline = tokio::time::Instant::now() + wait;
+        let shutdown = self.tasks.shutdown();
         for (group, event) in full {
-            match tokio::time::timeout_at(deadline, group.tx.send(event)).await {
+            // A closing bus takes nothing more: its workers no longer make room.
+            let sent = tokio::select! {
+                sent = tokio::time::timeout_at(deadline, group.tx.send(event)) => sent,
+                _ = shutdown.cancelled() => return Err(Error::Closed),
+            };
+            match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Error::Closed),
                 Err(_) => {
@@ -381,10 +415,42 @@ impl Inner {
             });
         }
         // Subscribers of the dead-letter subjects get it too; after close there are none.
-        if let Err(e) = self.publish(&subject, payload, headers).await
+        if let Err(e) = self.publish_checked(&subject, payload, headers).await
             && !matches!(e, Error::Closed)
         {
             tracing::error!(error = %e, "dead letter kept but not delivered to its subscribers");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bus_task_that_panics_makes_the_bus_unhealthy() {
+        let bus = MemoryBus::new(EventBusConfig::memory()).unwrap();
+        assert!(bus.health().is_healthy());
+        bus.inner
+            .tasks
+            .spawn("the delivery worker of handler `h`".into(), async {
+                panic!("invariant broken")
+            });
+        for _ in 0..100 {
+            if !bus.health().is_healthy() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        match bus.health() {
+            crate::Health::Unhealthy(why) => {
+                assert!(
+                    why.contains("handler `h`") && why.contains("invariant broken"),
+                    "{why}"
+                );
+            }
+            crate::Health::Healthy => panic!("still healthy after a task died"),
+        }
+        bus.close().await.unwrap();
     }
 }

@@ -2,8 +2,9 @@
 //! each handled sequence number to a file *before* acknowledging it, so whatever a killed worker
 //! acknowledged is in its file.
 //!
-//! Environment: `NATS_URL`, `OUT_FILE`, `GROUP`, optional `ACK_WAIT_MS` (default 2000) and
-//! `HANDLER_DELAY_MS` (time each event takes, default 2).
+//! Environment: `NATS_URL`, `OUT_FILE`, `GROUP`, optional `ACK_WAIT_MS` (default 2000),
+//! `HANDLER_DELAY_MS` (time each event takes, default 2) and `MAX_DELIVER` (default: the
+//! configuration's). Handlers have no time limit.
 //! Prints `ready` on stdout once subscribed, then runs until killed.
 
 use std::io::Write;
@@ -32,6 +33,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = EventBusConfig::jetstream([url]);
     config.ack_wait = Duration::from_millis(ack_wait);
+    config.consumer.handler_timeout = None;
+    if let Some(n) = std::env::var("MAX_DELIVER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.max_deliver = n;
+    }
     config.consumer.backoff = vec![Duration::from_millis(100)];
     let bus = EventBus::connect(config).await?;
     let file = Arc::new(Mutex::new(
@@ -52,7 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     // Written to the kernel before the ack: survives SIGKILL of this process.
                     tokio::task::spawn_blocking(move || {
                         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-                        writeln!(f, "{}", e.seq)
+                        // One write, so a reader never sees half a number.
+                        f.write_all(format!("{}\n", e.seq).as_bytes())
                     })
                     .await
                     .map_err(HandlerError::retryable)??;
