@@ -231,10 +231,19 @@ async fn cluster_losing_its_stream_leader_loses_nothing() {
         "before the leader loss",
     )
     .await;
-    let leader = cluster
-        .stream_leader("CQC_EVENTS")
-        .await
-        .expect("the stream has a leader");
+    let leader = {
+        // A stream leader busy with the publishes may not answer in time: ask again.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match cluster.stream_leader("CQC_EVENTS").await {
+                Some(l) => break l,
+                None => {
+                    assert!(Instant::now() < deadline, "the stream has no leader");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
     cluster.node(leader).kill().await;
     eprintln!(
         "killed stream leader n{leader} at {} distinct",
@@ -311,6 +320,8 @@ async fn publish_while_the_server_is_down_is_retryable() {
 async fn replicated_stream_waits_for_a_restarting_node() {
     let mut cluster = NatsCluster::start(3).await;
     cluster.node(2).stop().await;
+    // Node 2 may have led the metadata group: measure placement, not the election.
+    cluster.wait_meta_leader().await;
     let mut config = fault_config(cluster.urls());
     config.stream.replicas = 3;
     config.publish_timeout = Duration::from_secs(1); // placement patience is at least 10 s
@@ -325,6 +336,8 @@ async fn replicated_stream_waits_for_a_restarting_node() {
         started.elapsed()
     );
 
+    // Placement patience counts from the start of connect; give it room for the node's return.
+    config.publish_timeout = Duration::from_secs(20);
     let connecting = tokio::spawn(EventBus::connect(config));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!connecting.is_finished(), "placed R3 with a node down?");
