@@ -28,6 +28,8 @@ mod kw {
     syn::custom_keyword!(error_handler);
     syn::custom_keyword!(concurrency);
     syn::custom_keyword!(ordered);
+    syn::custom_keyword!(ordered_by);
+    syn::custom_keyword!(ordered_by_header);
     syn::custom_keyword!(max_deliver);
     syn::custom_keyword!(backoff);
     syn::custom_keyword!(attempts);
@@ -41,7 +43,8 @@ mod kw {
 /// The valid top-level arguments, as listed in "unknown argument" errors.
 const VALID_ARGS: &str = "`topic = ..`, `group = \"..\"`, `retry(attempts = N, ..)`, \
     `timeout = \"30s\"`, `recovery`, `logging`, `logging(level = \"debug\")`, `metrics`, \
-    `error_handler = path`, `concurrency = N`, `ordered`, `max_deliver = N`, \
+    `error_handler = path`, `concurrency = N`, `ordered`, `ordered_by = field`, \
+    `ordered_by_header = \"..\"`, `max_deliver = N`, \
     `backoff = [\"1s\", \"5s\"]`, `crate = \"..\"`";
 
 const VALID_RETRY_ARGS: &str = "`attempts = N`, `initial_delay = \"100ms\"`, \
@@ -96,8 +99,18 @@ pub(crate) struct Config {
     pub(crate) layers: Vec<Layer>,
     pub(crate) concurrency: Option<usize>,
     pub(crate) ordered: bool,
+    pub(crate) ordered_by: Option<OrderKey>,
     pub(crate) max_deliver: Option<u32>,
     pub(crate) backoff: Option<Vec<DurationLit>>,
+}
+
+/// How events are ordered by key.
+#[derive(Clone)]
+pub(crate) enum OrderKey {
+    /// A field of the event.
+    Field(Ident),
+    /// A header.
+    Header(LitStr),
 }
 
 /// One argument: its key (for duplicate and conflict errors) and its value.
@@ -112,6 +125,7 @@ enum ArgValue {
     Layer(Layer),
     Concurrency(usize),
     Ordered,
+    OrderedBy(OrderKey),
     MaxDeliver(u32),
     Backoff(Vec<DurationLit>),
     Crate(syn::Path),
@@ -147,10 +161,12 @@ impl Config {
             layers: Vec::new(),
             concurrency: None,
             ordered: false,
+            ordered_by: None,
             max_deliver: None,
             backoff: None,
         };
         let mut concurrency_key = None;
+        let mut ordered_by_key = None;
         for Arg { key, value } in args {
             match value {
                 ArgValue::Topic(t) => config.topic = Some(t),
@@ -161,6 +177,16 @@ impl Config {
                     concurrency_key = Some(key);
                 }
                 ArgValue::Ordered => config.ordered = true,
+                ArgValue::OrderedBy(k) => {
+                    if config.ordered_by.is_some() {
+                        cx.error_at(
+                            key.span(),
+                            "order by one key: give `ordered_by` or `ordered_by_header`, not both",
+                        );
+                    }
+                    config.ordered_by = Some(k);
+                    ordered_by_key = Some(key);
+                }
                 ArgValue::MaxDeliver(n) => config.max_deliver = Some(n),
                 ArgValue::Backoff(b) => config.backoff = Some(b),
                 ArgValue::Crate(p) => config.krate = p,
@@ -172,6 +198,14 @@ impl Config {
             cx.error_at(
                 key.span(),
                 "`ordered` already runs one handler at a time, in order; remove `concurrency` or `ordered`",
+            );
+        }
+        if let Some(key) = ordered_by_key
+            && config.ordered
+        {
+            cx.error_at(
+                key.span(),
+                "`ordered` already handles every event in order, one at a time; remove `ordered` to order by key with events of different keys running at once",
             );
         }
         config
@@ -254,6 +288,10 @@ fn parse_arg(cx: &Ctxt, input: ParseStream<'_>) -> syn::Result<Arg> {
         error_handler(input)
     } else if lookahead.peek(kw::concurrency) {
         concurrency(input)
+    } else if lookahead.peek(kw::ordered_by_header) {
+        ordered_by_header(input)
+    } else if lookahead.peek(kw::ordered_by) {
+        ordered_by(input)
     } else if lookahead.peek(kw::ordered) {
         flag::<kw::ordered>(input, ArgValue::Ordered)
     } else if lookahead.peek(kw::max_deliver) {
@@ -405,6 +443,60 @@ fn concurrency(input: ParseStream<'_>) -> syn::Result<Arg> {
 }
 
 /// `max_deliver = 5`, at least 1.
+/// `ordered_by = field`: events with the same value of the event's `field` in order.
+fn ordered_by(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::ordered_by>(input)?;
+    eq(
+        input,
+        "ordered_by",
+        "`ordered_by = order_id` (a field of the event)",
+    )?;
+    let field: Ident = input.call(Ident::parse_any).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the name of a field of the event, like `ordered_by = order_id`",
+        )
+    })?;
+    Ok(Arg {
+        key,
+        value: ArgValue::OrderedBy(OrderKey::Field(field)),
+    })
+}
+
+/// `ordered_by_header = "name"`: events with the same value of a header in order.
+fn ordered_by_header(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::ordered_by_header>(input)?;
+    eq(
+        input,
+        "ordered_by_header",
+        "`ordered_by_header = \"tenant\"`",
+    )?;
+    let lit: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the header name as a string literal: `ordered_by_header = \"tenant\"`",
+        )
+    })?;
+    if lit.value().is_empty()
+        || lit
+            .value()
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b == b':')
+    {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid header name {:?}: a header name is printable ASCII, without spaces or `:`",
+                lit.value()
+            ),
+        ));
+    }
+    Ok(Arg {
+        key,
+        value: ArgValue::OrderedBy(OrderKey::Header(lit)),
+    })
+}
+
 fn max_deliver(input: ParseStream<'_>) -> syn::Result<Arg> {
     let key = key::<kw::max_deliver>(input)?;
     eq(input, "max_deliver", "`max_deliver = 5`")?;

@@ -21,7 +21,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, Ident, ItemFn, Type};
 
-use crate::attr::{Config, DurationLit, Layer, RetryArgs, TopicArg};
+use crate::attr::{Config, DurationLit, Layer, OrderKey, RetryArgs, TopicArg};
 use crate::ctxt::Ctxt;
 use crate::signature::{Extra, HandlerSig};
 
@@ -183,6 +183,7 @@ fn subscription_tokens(config: &Config, sig: &HandlerSig<'_>, ident: &Ident) -> 
     let event_ty = sig.event_ty;
     let builder = builder_tokens(config, event_ty, &ident.unraw().to_string());
     let settings = settings_tokens(config);
+    let order_key = order_key_tokens(config, event_ty);
     let handler = handler_closure_tokens(krate, sig, ident);
     let call = quote_spanned! {ident.span()=>
         __bus_subscription::<#event_ty, _, _>(__bus_builder, #handler)
@@ -199,7 +200,7 @@ fn subscription_tokens(config: &Config, sig: &HandlerSig<'_>, ident: &Ident) -> 
         {
             builder #settings .handler(handler)
         }
-        let __bus_builder = #builder;
+        let __bus_builder = #builder #order_key;
         #call
     }
 }
@@ -240,6 +241,17 @@ fn settings_tokens(config: &Config) -> TokenStream {
     quote! {
         #group #(.layer(#layers))* #concurrency #ordered #max_deliver #backoff
     }
+}
+
+/// `.ordered_by(..)` for `ordered_by = field` (on the concrete event type, spanned at the field
+/// so a misspelt one is reported there) or `.ordered_by_header(..)`.
+fn order_key_tokens(config: &Config, event_ty: &Type) -> Option<TokenStream> {
+    Some(match config.ordered_by.as_ref()? {
+        OrderKey::Field(field) => quote_spanned! {field.span()=>
+            .ordered_by(|__bus_event: &#event_ty| ::core::clone::Clone::clone(&__bus_event.#field))
+        },
+        OrderKey::Header(name) => quote!(.ordered_by_header(#name)),
+    })
 }
 
 /// The middleware value of a layer argument.

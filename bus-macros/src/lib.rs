@@ -86,6 +86,8 @@ use proc_macro::TokenStream;
 /// | `error_handler = path` | `fn(HandlerError, &Delivery) -> Result<(), HandlerError>`: map or swallow errors |
 /// | `concurrency = 8` | handlers running at once |
 /// | `ordered` | one at a time, in stream order |
+/// | `ordered_by = order_id` | events with the same value of the event's field `order_id` one at a time, in stream order; other values run concurrently |
+/// | `ordered_by_header = "tenant"` | the same, by the value of a header |
 /// | `max_deliver = 5` | deliveries before a retryable failure is dead-lettered |
 /// | `backoff = ["1s", "5s", "30s"]` | server-side redelivery delays, the last repeats |
 /// | `crate = "my_bus"` | the path of the runtime crate when it is renamed |

@@ -99,3 +99,115 @@ impl<T: FromMessage, F: HandlerFn<T, Args>, Args: 'static> Handler for Typed<T, 
         }
     }
 }
+
+/// The future of a batch handler: one outcome per event, in order.
+pub type BatchFuture =
+    Pin<Box<dyn Future<Output = Vec<Result<(), HandlerError>>> + Send + 'static>>;
+
+/// What a batch handler returns: one outcome for the whole batch (`Result<(), E>`), or one per
+/// event (`Vec<Result<(), E>>`, in the order of the events given).
+///
+/// A per-event list of the wrong length is a bug in the handler: every event of the batch then
+/// fails permanently with an error that says so.
+pub trait BatchOutcome: Send + 'static {
+    /// The outcome of each of `n` events.
+    fn into_outcomes(self, n: usize) -> Vec<Result<(), HandlerError>>;
+}
+
+impl<Er: Into<HandlerError> + Send + 'static> BatchOutcome for Result<(), Er> {
+    fn into_outcomes(self, n: usize) -> Vec<Result<(), HandlerError>> {
+        match self {
+            Ok(()) => (0..n).map(|_| Ok(())).collect(),
+            Err(e) => {
+                let e: HandlerError = e.into();
+                let (class, message) = (e.class(), e.message());
+                (0..n)
+                    .map(|_| Err(HandlerError::new(class, message.clone())))
+                    .collect()
+            }
+        }
+    }
+}
+
+impl<Er: Into<HandlerError> + Send + 'static> BatchOutcome for Vec<Result<(), Er>> {
+    fn into_outcomes(self, n: usize) -> Vec<Result<(), HandlerError>> {
+        if self.len() != n {
+            let message = format!(
+                "the batch handler returned {} outcomes for {n} events; return one per event, \
+                 in order, or a single `Result` for the whole batch",
+                self.len()
+            );
+            return (0..n)
+                .map(|_| Err(HandlerError::permanent(message.clone())))
+                .collect();
+        }
+        self.into_iter().map(|r| r.map_err(Into::into)).collect()
+    }
+}
+
+/// An `async fn` (or closure) handling a batch of events `Vec<E>`.
+pub trait BatchFn<E>: Send + Sync + 'static {
+    /// Runs the handler on `events`; the outcome has one entry per event.
+    fn call(&self, events: Vec<E>) -> BatchFuture;
+}
+
+impl<E, F, Fut> BatchFn<E> for F
+where
+    E: Send + 'static,
+    F: Fn(Vec<E>) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: BatchOutcome,
+{
+    fn call(&self, events: Vec<E>) -> BatchFuture {
+        let n = events.len();
+        let fut = self(events);
+        Box::pin(async move { fut.await.into_outcomes(n) })
+    }
+}
+
+/// The type-erased batch handler the delivery worker runs: decodes each message, calls the
+/// handler with the ones that decoded, and gives one outcome per message (a decode failure for
+/// the ones that did not).
+pub(crate) trait BatchHandler: Send + Sync + 'static {
+    /// Handles the messages; the outcome has one entry per message, in order.
+    fn call(&self, msgs: &[RawMessage]) -> BatchFuture;
+}
+
+/// A [`BatchFn`] of `E` as a [`BatchHandler`].
+pub(crate) struct TypedBatch<E, F> {
+    f: F,
+    _e: PhantomData<fn(E)>,
+}
+
+impl<E, F> TypedBatch<E, F> {
+    pub(crate) fn new(f: F) -> Self {
+        TypedBatch { f, _e: PhantomData }
+    }
+}
+
+impl<E: FromMessage, F: BatchFn<E>> BatchHandler for TypedBatch<E, F> {
+    fn call(&self, msgs: &[RawMessage]) -> BatchFuture {
+        let mut outcomes: Vec<Option<Result<(), HandlerError>>> = Vec::with_capacity(msgs.len());
+        let mut events = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match E::from_message(msg) {
+                Ok(e) => {
+                    events.push(e);
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        if events.is_empty() {
+            return Box::pin(std::future::ready(outcomes.into_iter().flatten().collect()));
+        }
+        let handled = self.f.call(events);
+        Box::pin(async move {
+            let mut handled = handled.await.into_iter();
+            outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| handled.next().unwrap_or(Ok(()))))
+                .collect()
+        })
+    }
+}

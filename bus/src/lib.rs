@@ -67,7 +67,9 @@ pub use crate::bus::{EventBus, Health, PublishAck};
 pub use crate::config::{BackendKind, EventBusConfig};
 pub use crate::error::{BoxError, Error, ErrorClass, HandlerError, ResultExt};
 pub use crate::event::Event;
-pub use crate::handler::{FromMessage, Handler, HandlerFn, HandlerFuture};
+pub use crate::handler::{
+    BatchFn, BatchFuture, BatchOutcome, FromMessage, Handler, HandlerFn, HandlerFuture,
+};
 pub use crate::headers::Headers;
 #[cfg(feature = "jetstream")]
 pub use crate::jetstream::JetStreamBus;
@@ -75,7 +77,7 @@ pub use crate::memory::MemoryBus;
 pub use crate::message::{Delivery, RawMessage};
 pub use crate::state::State;
 pub use crate::subscription::{
-    IntoSubscription, SubscribeOptions, Subscription, SubscriptionBuilder,
+    BatchOptions, IntoSubscription, SubscribeOptions, Subscription, SubscriptionBuilder,
 };
 pub use crate::topic::Topic;
 pub use bus_macros::event_handler;

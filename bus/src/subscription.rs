@@ -5,9 +5,55 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::handler::{FromMessage, Handler, HandlerFn, Typed};
+use crate::handler::{BatchFn, BatchHandler, FromMessage, Handler, HandlerFn, Typed, TypedBatch};
 use crate::middleware::{Middleware, Pipeline};
 use crate::{Error, Event, RawMessage, Topic};
+
+/// Finds the ordering key of a message (hashed), for subscriptions ordered by key.
+pub(crate) type KeyFn = Arc<dyn Fn(&RawMessage) -> Option<u64> + Send + Sync>;
+
+/// How the events of a subscription reach its handler.
+pub(crate) enum Handling {
+    /// One event per call, through the middleware.
+    Each(Pipeline),
+    /// Events in batches.
+    Batch {
+        handler: Arc<dyn BatchHandler>,
+        options: BatchOptions,
+    },
+}
+
+/// How a batch handler's batches are formed: up to `max_events` events, collected for at most
+/// `max_wait` after the first one waits.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = bus::BatchOptions::new(100, Duration::from_millis(50));
+/// assert_eq!(options.max_events, 100);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchOptions {
+    /// The most events in one batch (at least 1).
+    pub max_events: usize,
+    /// How long the first event of a batch waits for more before the batch runs.
+    pub max_wait: Duration,
+}
+
+impl BatchOptions {
+    /// Batches of up to `max_events`, waiting at most `max_wait` for them to fill.
+    pub fn new(max_events: usize, max_wait: Duration) -> Self {
+        BatchOptions {
+            max_events: max_events.max(1),
+            max_wait,
+        }
+    }
+}
+
+fn hash_key(key: impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
 
 /// Per-subscription delivery settings; unset ones come from [`EventBusConfig`](crate::EventBusConfig).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,7 +156,11 @@ pub struct Subscription {
     pub(crate) group: Option<String>,
     pub(crate) options: SubscribeOptions,
     pub(crate) event_type: Option<&'static str>,
-    pub(crate) pipeline: Pipeline,
+    pub(crate) handling: Handling,
+    /// The ordering key, when events are ordered by key.
+    pub(crate) key: Option<KeyFn>,
+    /// A mistake in how the subscription was built, reported by `subscribe`.
+    pub(crate) invalid: Option<String>,
 }
 
 impl Subscription {
@@ -176,6 +226,12 @@ impl Subscription {
         }
         crate::topic::validate_filter(&self.filter)?;
         self.options.validate(&self.name)?;
+        if let Some(why) = &self.invalid {
+            return Err(Error::Config(format!(
+                "subscription `{}`: {why}",
+                self.name
+            )));
+        }
         let Some(stream) = capture.stream_of(&self.filter) else {
             return Err(Error::NoStream {
                 topic: self.filter.clone(),
@@ -248,6 +304,7 @@ pub struct SubscriptionBuilder<T> {
     group: Option<String>,
     options: SubscribeOptions,
     layers: Vec<Box<dyn Middleware>>,
+    key: Option<KeyFn>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -271,6 +328,7 @@ impl<T: FromMessage> SubscriptionBuilder<T> {
             group: None,
             options: SubscribeOptions::default(),
             layers: Vec::new(),
+            key: None,
             _t: PhantomData,
         }
     }
@@ -297,6 +355,18 @@ impl<T: FromMessage> SubscriptionBuilder<T> {
     /// Runs up to `n` handlers at once (at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.options.concurrency = Some(n.max(1));
+        self
+    }
+
+    /// Orders events by the value of header `name`: events with the same value are handled one
+    /// at a time, in stream order, while events of different values run concurrently (up to
+    /// `concurrency`). Events without the header are not ordered. See
+    /// [`ordered_by`](SubscriptionBuilder::ordered_by) for what the order holds through.
+    pub fn ordered_by_header(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        self.key = Some(Arc::new(move |msg: &RawMessage| {
+            msg.headers().get(&name).map(hash_key)
+        }));
         self
     }
 
@@ -365,7 +435,100 @@ impl<T: FromMessage> SubscriptionBuilder<T> {
             group: self.group,
             options: self.options,
             event_type: T::FULL_NAME,
-            pipeline: Pipeline::new(self.layers, handler),
+            handling: Handling::Each(Pipeline::new(self.layers, handler)),
+            key: self.key,
+            invalid: None,
         }
+    }
+
+    /// Finishes the subscription with a batch handler: an `async fn` or closure taking
+    /// `Vec<T>`, up to `options.max_events` events collected for at most `options.max_wait`,
+    /// returning one outcome for the batch (`Result<(), E>`) or one per event
+    /// (`Vec<Result<(), E>>`, in order). Each event is then acknowledged, redelivered or
+    /// dead-lettered on its own; an event that does not decode is dead-lettered and not passed
+    /// to the handler. `concurrency` counts batches; middleware (`.layer`) does not apply to
+    /// batches, so giving both is an error at subscribe.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bus::{BatchOptions, HandlerError, Subscription, Topic};
+    /// # #[derive(Clone, PartialEq, prost::Message)] struct PriceUpdated {}
+    /// # impl bus::Event for PriceUpdated {
+    /// #     const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.price_updated");
+    /// #     const EVENT_TYPE: &'static str = "price_updated";
+    /// #     const FULL_NAME: &'static str = "cqc.events.v1.PriceUpdated";
+    /// # }
+    /// # use bus::Event;
+    /// let sub = Subscription::new("store_prices", PriceUpdated::TOPIC).batch_handler(
+    ///     BatchOptions::new(500, Duration::from_millis(20)),
+    ///     |prices: Vec<PriceUpdated>| async move {
+    ///         // One round trip to the database for up to 500 events.
+    ///         let _ = prices.len();
+    ///         Ok::<_, HandlerError>(())
+    ///     },
+    /// );
+    /// # let _ = sub;
+    /// ```
+    pub fn batch_handler<F>(self, options: BatchOptions, f: F) -> Subscription
+    where
+        F: BatchFn<T>,
+    {
+        let invalid = (!self.layers.is_empty()).then(|| {
+            "middleware does not apply to a batch handler (it runs on one event at a time): \
+             remove `.layer(..)`, and handle retries or timeouts in the handler or with \
+             `handler_timeout`"
+                .to_owned()
+        });
+        Subscription {
+            name: self.name,
+            filter: self.filter,
+            group: self.group,
+            options: self.options,
+            event_type: T::FULL_NAME,
+            handling: Handling::Batch {
+                handler: Arc::new(TypedBatch::<T, F>::new(f)),
+                options,
+            },
+            key: self.key,
+            invalid,
+        }
+    }
+}
+
+impl<E: Event> SubscriptionBuilder<E> {
+    /// Orders events by a key taken from the event: events with the same key are handled one
+    /// at a time, in stream order, while events with different keys run concurrently (up to
+    /// `concurrency`). A failed event holds back the later events of its key until it is
+    /// acknowledged or dead-lettered, through its redeliveries.
+    ///
+    /// The order holds within one subscribing process: with several processes in one group,
+    /// each takes events of any key, so order them by key only where one process consumes
+    /// (or partition the keys by subject, one group per partition). Keys are compared by hash.
+    ///
+    /// ```
+    /// use bus::{HandlerError, Subscription, Topic};
+    /// # #[derive(Clone, PartialEq, prost::Message)] struct OrderPlaced {
+    /// #     #[prost(string, tag = "1")] order_id: String }
+    /// # impl bus::Event for OrderPlaced {
+    /// #     const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.order_placed");
+    /// #     const EVENT_TYPE: &'static str = "order_placed";
+    /// #     const FULL_NAME: &'static str = "cqc.events.v1.OrderPlaced";
+    /// # }
+    /// # use bus::Event;
+    /// let sub = Subscription::new("book_orders", OrderPlaced::TOPIC)
+    ///     .ordered_by(|e: &OrderPlaced| e.order_id.clone())
+    ///     .concurrency(32)
+    ///     .handler(|e: OrderPlaced| async move { let _ = e; Ok::<_, HandlerError>(()) });
+    /// # let _ = sub;
+    /// ```
+    pub fn ordered_by<K, F>(mut self, key: F) -> Self
+    where
+        K: std::hash::Hash,
+        F: Fn(&E) -> K + Send + Sync + 'static,
+    {
+        self.key = Some(Arc::new(move |msg: &RawMessage| {
+            msg.decode::<E>().ok().map(|e| hash_key(key(&e)))
+        }));
+        self
     }
 }

@@ -86,6 +86,8 @@ macro_rules! conformance_suite {
             message_ids_with_outer_whitespace_are_refused,
             a_handler_that_never_returns_times_out,
             out_of_range_subscription_settings_are_refused,
+            ordered_by_key_orders_each_key_and_runs_keys_concurrently,
+            batch_handler_settles_each_event_on_its_own,
             health_reflects_close,
             trace_context_is_continued_by_handlers,
         );
@@ -864,6 +866,168 @@ pub async fn out_of_range_subscription_settings_are_refused(factory: &Factory) {
         assert!(err.to_string().contains(&name), "{err}");
     }
     assert!(bus.check().await.is_healthy());
+    bus.close().await.unwrap();
+}
+
+/// Ordered by key: events of one key are handled one at a time in stream order, through a
+/// redelivery (a failed event holds back the later ones of its key), while different keys run
+/// at the same time.
+pub async fn ordered_by_key_orders_each_key_and_runs_keys_concurrently(factory: &Factory) {
+    const KEYS: u64 = 4;
+    const PER_KEY: u64 = 20;
+    let bus = start(factory).await;
+    let done = Recorder::<(String, u64)>::new();
+    let busy: Arc<std::sync::Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let (in_flight, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failed_once: Arc<std::sync::Mutex<BTreeSet<u64>>> = Arc::default();
+    let (d, b, i, p, f) = (
+        Arc::clone(&done),
+        Arc::clone(&busy),
+        Arc::clone(&in_flight),
+        Arc::clone(&peak),
+        Arc::clone(&failed_once),
+    );
+    bus.subscribe(
+        Subscription::new("by_key", Ping::TOPIC)
+            .ordered_by(|e: &Ping| e.note.clone())
+            .concurrency(8)
+            .handler(move |e: Ping| {
+                let (d, b, i, p, f) = (
+                    Arc::clone(&d),
+                    Arc::clone(&b),
+                    Arc::clone(&i),
+                    Arc::clone(&p),
+                    Arc::clone(&f),
+                );
+                async move {
+                    {
+                        let mut busy = b.lock().unwrap();
+                        let n = busy.entry(e.note.clone()).or_default();
+                        *n += 1;
+                        assert_eq!(*n, 1, "two events of key {} at once", e.note);
+                    }
+                    let now = i.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    i.fetch_sub(1, Ordering::SeqCst);
+                    *b.lock().unwrap().get_mut(&e.note).unwrap() -= 1;
+                    // The third event of each key fails once.
+                    if e.seq % PER_KEY == 2 && f.lock().unwrap().insert(e.seq) {
+                        return Err(HandlerError::retryable("first try fails"));
+                    }
+                    d.push((e.note.clone(), e.seq));
+                    Ok(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    // Interleaved: key of event n is n % KEYS, so each key's events are spread out.
+    let events: Vec<Ping> = (0..KEYS * PER_KEY)
+        .map(|n| {
+            let (key, i) = (n % KEYS, n / KEYS);
+            let mut e = Ping::new(key * PER_KEY + i);
+            e.note = format!("key-{key}");
+            e
+        })
+        .collect();
+    bus.publish_batch(&events).await.unwrap();
+    done.wait_for((KEYS * PER_KEY) as usize, WAIT).await;
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (key, seq) in done.items() {
+        per_key.entry(key).or_default().push(seq);
+    }
+    for (key, seqs) in &per_key {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{key} out of order: {seqs:?}"
+        );
+        assert_eq!(seqs.len(), PER_KEY as usize, "{key}: {seqs:?}");
+    }
+    assert!(peak.load(Ordering::SeqCst) > 1, "keys ran one at a time");
+    assert_eq!(failed_once.lock().unwrap().len(), KEYS as usize);
+    bus.close().await.unwrap();
+}
+
+/// A batch handler gets batches of up to `max_events` (a partial one after `max_wait`), and
+/// each event is settled on its own: one acknowledged, one redelivered, one dead-lettered; an
+/// event that does not decode is dead-lettered without reaching the handler.
+pub async fn batch_handler_settles_each_event_on_its_own(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let sizes = Recorder::<usize>::new();
+    let handled = Recorder::<u64>::new();
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let (z, h, f) = (
+        Arc::clone(&sizes),
+        Arc::clone(&handled),
+        Arc::clone(&failed_once),
+    );
+    bus.subscribe(Subscription::new("batches", Ping::TOPIC).batch_handler(
+        bus::BatchOptions::new(10, Duration::from_millis(100)),
+        move |events: Vec<Ping>| {
+            z.push(events.len());
+            let outcomes: Vec<Result<(), HandlerError>> = events
+                .iter()
+                .map(|e| match e.seq {
+                    7 => Err(HandlerError::permanent("seven is refused")),
+                    11 if !f.swap(true, Ordering::SeqCst) => {
+                        Err(HandlerError::retryable("the first try fails"))
+                    }
+                    _ => Ok(()),
+                })
+                .collect();
+            for e in &events {
+                h.push(e.seq);
+            }
+            async move { outcomes }
+        },
+    ))
+    .await
+    .unwrap();
+    let events: Vec<Ping> = (0..25).map(Ping::new).collect();
+    bus.publish_batch(&events).await.unwrap();
+    bus.publish_raw(Ping::TOPIC.as_str(), &b"\xff\xff"[..], Headers::new())
+        .await
+        .unwrap();
+    // Every event reaches the handler, 11 twice (its first try fails).
+    handled
+        .wait_until(WAIT, "every event handled", |items| {
+            items.iter().filter(|s| **s == 11).count() >= 2 && items.len() >= 26
+        })
+        .await;
+    dlq.wait_for(2, WAIT).await;
+    let mut classes: Vec<String> = dlq
+        .items()
+        .iter()
+        .map(|m| header(m, headers::DLQ_ERROR_CLASS).to_owned())
+        .collect();
+    classes.sort();
+    assert_eq!(classes, ["decode", "permanent"]);
+    let sizes = sizes.items();
+    assert!(sizes.iter().all(|n| (1..=10).contains(n)), "{sizes:?}");
+    assert!(
+        sizes.iter().any(|n| *n > 1),
+        "events were batched: {sizes:?}"
+    );
+    let distinct: BTreeSet<u64> = handled.items().into_iter().collect();
+    assert_eq!(distinct.len(), 25);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dlq.len(), 2, "11 succeeded on its second try");
+
+    // Middleware does not apply to a batch handler: saying so beats ignoring it.
+    let err = bus
+        .subscribe(
+            Subscription::new("layered", Ping::TOPIC)
+                .layer(Timeout::new(Duration::from_secs(1)))
+                .batch_handler(
+                    bus::BatchOptions::new(10, Duration::from_millis(10)),
+                    |_: Vec<Ping>| async { Ok::<_, HandlerError>(()) },
+                ),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("batch handler"), "{err}");
     bus.close().await.unwrap();
 }
 

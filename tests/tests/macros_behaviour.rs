@@ -844,3 +844,71 @@ async fn generated_cqc_events_and_topics_work() {
     bus.close().await.unwrap();
     assert_eq!(*probe.regions.lock().unwrap(), ["eth-usd"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ordering by key.
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Keyed {
+    #[prost(string, tag = "1")]
+    account: String,
+    #[prost(uint64, tag = "2")]
+    n: u64,
+}
+
+impl Event for Keyed {
+    const TOPIC: Topic<Self> = Topic::new("cqc.events.v1.macro_keyed");
+    const EVENT_TYPE: &'static str = "macro_keyed";
+    const FULL_NAME: &'static str = "cqc.events.v1.MacroKeyed";
+}
+
+#[derive(Default)]
+struct Ledger {
+    seen: Mutex<Vec<(String, u64)>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+#[event_handler(ordered_by = account, concurrency = 4)]
+async fn post_to_account(event: Keyed, ledger: State<Ledger>) -> Result<(), HandlerError> {
+    let now = ledger.in_flight.fetch_add(1, SeqCst) + 1;
+    ledger.max_in_flight.fetch_max(now, SeqCst);
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    ledger.in_flight.fetch_sub(1, SeqCst);
+    ledger.seen.lock().unwrap().push((event.account, event.n));
+    Ok(())
+}
+
+#[tokio::test]
+async fn ordered_by_a_field_keeps_each_account_in_order() {
+    let bus = EventBus::memory();
+    let ledger = State::new(Ledger::default());
+    bus.subscribe(post_to_account.with_state(ledger.clone()))
+        .await
+        .unwrap();
+    for n in 0..30 {
+        let account = format!("acc-{}", n % 3);
+        bus.publish(&Keyed { account, n }).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ledger.seen.lock().unwrap().len() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "only {:?}",
+            ledger.seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut by_account: HashMap<String, Vec<u64>> = HashMap::new();
+    for (account, n) in ledger.seen.lock().unwrap().iter() {
+        by_account.entry(account.clone()).or_default().push(*n);
+    }
+    for (account, ns) in &by_account {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "{account}: {ns:?}");
+    }
+    assert!(
+        ledger.max_in_flight.load(SeqCst) > 1,
+        "accounts ran one at a time"
+    );
+    bus.close().await.unwrap();
+}

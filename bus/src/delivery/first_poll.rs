@@ -80,3 +80,35 @@ pub(crate) async fn first_poll(
     })
     .await
 }
+
+/// Runs a batch handler's future to the end, with panics caught and past `limit` cancelled;
+/// a failure of the whole run is the outcome of each of its `n` messages.
+pub(crate) async fn run_batch(
+    handler: crate::handler::BatchFuture,
+    n: usize,
+    limit: Option<Duration>,
+) -> Vec<Result<(), HandlerError>> {
+    let caught = AssertUnwindSafe(handler).catch_unwind();
+    let all = |error: HandlerError| {
+        let (class, message) = (error.class(), error.message());
+        (0..n)
+            .map(|_| Err(HandlerError::new(class, message.clone())))
+            .collect()
+    };
+    let outcome = match limit {
+        None => caught.await,
+        Some(limit) => match tokio::time::timeout(limit, caught).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return all(HandlerError::new(
+                    ErrorClass::Timeout,
+                    format!(
+                        "the batch did not finish within {limit:?} (`consumer.handler_timeout`) \
+                         and was cancelled"
+                    ),
+                ));
+            }
+        },
+    };
+    outcome.unwrap_or_else(|panic| all(panic_error(&*panic)))
+}

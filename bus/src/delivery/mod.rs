@@ -17,25 +17,24 @@
 mod dead_letter;
 mod first_poll;
 pub(crate) mod flow;
+mod queue;
+mod running;
 mod settings;
 
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use self::dead_letter::DeadLetter;
 use self::first_poll::{FirstPoll, first_poll};
 use self::flow::Flow;
+use self::queue::{Held, KeyOutcome, Queue};
+use self::running::{Finished, InHand, Running};
 pub(crate) use self::settings::{DeliverySettings, Verdict};
 use crate::config::DeadLetterSettings;
-use crate::middleware::Pipeline;
+use crate::subscription::{Handling, KeyFn};
 use crate::{HandlerError, RawMessage};
 
 /// Where a subscription's messages come from, and how each one is settled.
@@ -108,8 +107,10 @@ pub(crate) trait Source: Send + 'static {
 pub(crate) struct Worker<S: Source> {
     /// The backend's side.
     pub(crate) source: S,
-    /// The handler and its middleware.
-    pub(crate) pipeline: Pipeline,
+    /// The handler: one event at a time through its middleware, or batches.
+    pub(crate) handling: Handling,
+    /// The ordering key, when events are ordered by key.
+    pub(crate) key: Option<KeyFn>,
     /// The subscription's settings.
     pub(crate) settings: DeliverySettings,
     /// Where dead letters go.
@@ -124,81 +125,13 @@ pub(crate) struct Worker<S: Source> {
     pub(crate) drain_timeout: Duration,
 }
 
-/// A message waiting for a handler slot.
-struct Held<M> {
-    msg: M,
-    /// When it was last known alive (taken, or kept alive); only tracked where it matters.
-    alive: Option<Instant>,
-}
-
-/// What a future in the running set finished with.
-enum Finished<M> {
-    /// A handler that waited after its first poll ended with `outcome`.
-    Handled {
-        msg: M,
-        id: u64,
-        attempt: u32,
-        outcome: Result<(), HandlerError>,
-        started: Option<Instant>,
-    },
-    /// A settle action (ack, redelivery, dead letter) completed.
-    Settled,
-}
-
-/// Handlers and settle actions under way.
-struct Running<M> {
-    futures: FuturesUnordered<Pin<Box<dyn Future<Output = Finished<M>> + Send>>>,
-    /// The handlers among them, by id: what each handles and since when, for the log of a
-    /// close that had to cancel them.
-    handlers: HashMap<u64, Handling>,
-    next_id: u64,
-}
-
-/// What a running handler handles.
-struct Handling {
-    topic: String,
-    sequence: u64,
-    since: Instant,
-}
-
-impl<M> Running<M> {
-    fn new() -> Self {
-        Running {
-            futures: FuturesUnordered::new(),
-            handlers: HashMap::new(),
-            next_id: 0,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.futures.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.futures.is_empty()
-    }
-
-    fn push(&mut self, future: impl Future<Output = Finished<M>> + Send + 'static) {
-        self.futures.push(Box::pin(future));
-    }
-
-    async fn next(&mut self) -> Option<Finished<M>> {
-        let done = self.futures.next().await;
-        if let Some(Finished::Handled { id, .. }) = &done {
-            self.handlers.remove(id);
-        }
-        done
-    }
-}
-
 impl<S: Source> Worker<S> {
     /// Takes messages, runs handlers and settles messages until the bus closes.
     pub(crate) async fn run(mut self) {
-        let concurrency = self.settings.concurrency;
         let every = self.settings.keep_alive_every();
-        let mut flow = Flow::new(&self.settings, S::REDELIVERS_UNSETTLED);
+        let mut flow = Flow::new(&self.flow_settings(), S::REDELIVERS_UNSETTLED);
         let mut running: Running<S::Message> = Running::new();
-        let mut held: VecDeque<Held<S::Message>> = VecDeque::new();
+        let mut queue = Queue::new(self.settings.ack_wait);
         let mut arrived = Vec::new();
         let mut keep_alive = tokio::time::interval(every);
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,64 +139,144 @@ impl<S: Source> Worker<S> {
         let shutdown = self.shutdown.clone();
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
-            while running.len() < concurrency {
-                let Some(next) = held.pop_front() else { break };
-                self.start(next.msg, &mut running, &mut flow).await;
-            }
-            let want = flow.want(running.len() + held.len(), self.source.unsettled());
+            self.start_ready(&mut queue, &mut running, &mut flow).await;
+            let want = flow.want(running.len() + queue.len(), self.source.unsettled());
+            let batch_due = self.batch_due(&queue);
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
                 Some(done) = running.next(), if !running.is_empty() => {
-                    self.finished(done, &mut running, &mut flow).await;
+                    self.finished(done, &mut queue, &mut running, &mut flow).await;
                 }
-                _ = keep_alive.tick(), if S::REDELIVERS_UNSETTLED && !held.is_empty() => {
-                    keep_held_alive::<S>(&mut held, every).await;
+                _ = keep_alive.tick(), if !queue.is_empty() => {
+                    queue.release_overdue();
+                    if S::REDELIVERS_UNSETTLED {
+                        keep_held_alive::<S>(&mut queue, every).await;
+                    }
                 }
+                _ = sleep_until(batch_due), if batch_due.is_some() => {}
                 open = self.source.recv(want, &mut arrived) => {
                     if !open {
                         break;
                     }
-                    let alive = S::REDELIVERS_UNSETTLED.then(Instant::now);
-                    held.extend(arrived.drain(..).map(|msg| Held { msg, alive }));
+                    self.arrive(&mut arrived, &mut queue);
                 }
             }
         }
-        self.close(held, running, &mut flow).await;
+        self.close(queue, running, &mut flow).await;
     }
 
-    /// Runs the handler on `msg`: in place to its first poll, then, if it waits, in `running`.
-    async fn start(&mut self, msg: S::Message, running: &mut Running<S::Message>, flow: &mut Flow) {
-        let raw = self.source.message(&msg);
+    /// The settings the flow works with: in batch mode a handler slot takes a whole batch.
+    fn flow_settings(&self) -> DeliverySettings {
+        match &self.handling {
+            Handling::Each(_) => self.settings.clone(),
+            Handling::Batch { options, .. } => DeliverySettings {
+                concurrency: self.settings.concurrency * options.max_events,
+                ..self.settings.clone()
+            },
+        }
+    }
+
+    /// Puts arrived messages in the queue, finding their keys when ordered by key.
+    fn arrive(&self, arrived: &mut Vec<S::Message>, queue: &mut Queue<S::Message>) {
+        let now = Instant::now();
+        let alive = S::REDELIVERS_UNSETTLED.then_some(now);
+        for msg in arrived.drain(..) {
+            let (raw, key) = match &self.key {
+                None => (None, None),
+                Some(key_of) => {
+                    let raw = self.source.message(&msg);
+                    let key = key_of(&raw).map(|k| (k, raw.delivery.stream_sequence()));
+                    (Some(raw), key)
+                }
+            };
+            queue.arrive(Held {
+                msg,
+                raw,
+                key,
+                arrived: now,
+                alive,
+            });
+        }
+    }
+
+    /// Starts what the free handler slots can take: single messages, or a batch that is full
+    /// or has waited `max_wait`.
+    async fn start_ready(
+        &mut self,
+        queue: &mut Queue<S::Message>,
+        running: &mut Running<S::Message>,
+        flow: &mut Flow,
+    ) {
+        let concurrency = self.settings.concurrency;
+        match &self.handling {
+            Handling::Each(_) => {
+                while running.len() < concurrency {
+                    let Some(next) = queue.next() else { break };
+                    self.start(next, queue, running, flow).await;
+                }
+            }
+            Handling::Batch { options, .. } => {
+                let options = *options;
+                while running.len() < concurrency && queue.ready() > 0 {
+                    let full = queue.ready() >= options.max_events;
+                    let waited = queue
+                        .oldest_ready()
+                        .is_some_and(|t| t.elapsed() >= options.max_wait);
+                    if !full && !waited {
+                        break;
+                    }
+                    let batch: Vec<_> = std::iter::from_fn(|| queue.next())
+                        .take(options.max_events)
+                        .collect();
+                    self.start_batch(batch, running);
+                }
+            }
+        }
+    }
+
+    /// When the first ready message of a partial batch has waited `max_wait`.
+    fn batch_due(&self, queue: &Queue<S::Message>) -> Option<Instant> {
+        match &self.handling {
+            Handling::Batch { options, .. } if queue.ready() > 0 => {
+                queue.oldest_ready().map(|t| t + options.max_wait)
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs the handler on one message: in place to its first poll, then, if it waits, in
+    /// `running`.
+    async fn start(
+        &mut self,
+        held: Held<S::Message>,
+        queue: &mut Queue<S::Message>,
+        running: &mut Running<S::Message>,
+        flow: &mut Flow,
+    ) {
+        let Handling::Each(pipeline) = &self.handling else {
+            unreachable!("single messages are started only without a batch handler")
+        };
+        let Held { msg, raw, key, .. } = held;
+        let raw = raw.unwrap_or_else(|| self.source.message(&msg));
         let attempt = raw.delivery.attempt();
         let started = S::REDELIVERS_UNSETTLED.then(Instant::now);
-        match first_poll(&self.pipeline, raw, self.settings.trace_context).await {
+        match first_poll(pipeline, raw, self.settings.trace_context).await {
             FirstPoll::Finished(outcome) => {
                 flow.record(started);
-                self.conclude(msg, attempt, outcome, running).await;
+                let done = InHand { msg, attempt, key };
+                self.conclude(done, outcome, queue, running).await;
             }
             FirstPoll::Waiting(handler) => {
                 let every = self.settings.keep_alive_every();
                 let limit = self.settings.handler_timeout;
-                let id = running.next_id;
-                running.next_id += 1;
-                let raw = self.source.message(&msg);
-                running.handlers.insert(
-                    id,
-                    Handling {
-                        topic: raw.delivery.topic().to_owned(),
-                        sequence: raw.delivery.stream_sequence(),
-                        since: Instant::now(),
-                    },
-                );
+                let id = running.track(self.source.message(&msg).delivery);
                 running.push(async move {
                     let outcome =
-                        keep_alive_while::<S, _>(&msg, every, handler.finish(limit)).await;
+                        keep_alive_while::<S, _>(&[&msg], every, handler.finish(limit)).await;
                     Finished::Handled {
-                        msg,
+                        done: vec![(InHand { msg, attempt, key }, outcome)],
                         id,
-                        attempt,
-                        outcome,
                         started,
                     }
                 });
@@ -271,41 +284,76 @@ impl<S: Source> Worker<S> {
         }
     }
 
+    /// Runs the batch handler on `batch`.
+    fn start_batch(&mut self, batch: Vec<Held<S::Message>>, running: &mut Running<S::Message>) {
+        let Handling::Batch { handler, .. } = &self.handling else {
+            unreachable!("batches are started only with a batch handler")
+        };
+        let mut raws = Vec::with_capacity(batch.len());
+        let mut in_hand = Vec::with_capacity(batch.len());
+        for Held { msg, raw, key, .. } in batch {
+            let raw = raw.unwrap_or_else(|| self.source.message(&msg));
+            in_hand.push(InHand {
+                msg,
+                attempt: raw.delivery.attempt(),
+                key,
+            });
+            raws.push(raw);
+        }
+        let id = running.track(raws[0].delivery.clone());
+        let started = S::REDELIVERS_UNSETTLED.then(Instant::now);
+        let every = self.settings.keep_alive_every();
+        let limit = self.settings.handler_timeout;
+        let n = raws.len();
+        let run = first_poll::run_batch(handler.call(&raws), n, limit);
+        running.push(async move {
+            let msgs: Vec<&S::Message> = in_hand.iter().map(|h| &h.msg).collect();
+            let outcomes = keep_alive_while::<S, _>(&msgs, every, run).await;
+            Finished::Handled {
+                done: in_hand.into_iter().zip(outcomes).collect(),
+                id,
+                started,
+            }
+        });
+    }
+
     async fn finished(
         &mut self,
         done: Finished<S::Message>,
+        queue: &mut Queue<S::Message>,
         running: &mut Running<S::Message>,
         flow: &mut Flow,
     ) {
-        if let Finished::Handled {
-            msg,
-            attempt,
-            outcome,
-            started,
-            ..
-        } = done
-        {
+        if let Finished::Handled { done, started, .. } = done {
             flow.record(started);
-            self.conclude(msg, attempt, outcome, running).await;
+            for (in_hand, outcome) in done {
+                self.conclude(in_hand, outcome, queue, running).await;
+            }
         }
     }
 
-    /// Settles a message whose handler ended with `outcome`, as the verdict says.
+    /// Settles a message whose handler ended with `outcome`, as the verdict says, and lets the
+    /// next message of its key go when it is done with.
     async fn conclude(
         &mut self,
-        msg: S::Message,
-        attempt: u32,
+        in_hand: InHand<S::Message>,
         outcome: Result<(), HandlerError>,
+        queue: &mut Queue<S::Message>,
         running: &mut Running<S::Message>,
     ) {
-        match self.settings.verdict(attempt, outcome) {
-            Verdict::Ack => settle(self.source.ack(msg), running).await,
+        let InHand { msg, attempt, key } = in_hand;
+        let key_outcome = match self.settings.verdict(attempt, outcome) {
+            Verdict::Ack => {
+                settle(self.source.ack(msg), running).await;
+                KeyOutcome::Settled
+            }
             Verdict::Redeliver(delay, e) => {
                 tracing::debug!(
                     handler = %self.name, group = %self.group, attempt, error = %e, ?delay,
                     "redelivering"
                 );
                 settle(self.source.redeliver(msg, delay), running).await;
+                KeyOutcome::Redelivered(delay)
             }
             Verdict::DeadLetter(e) => {
                 let raw = self.source.message(&msg);
@@ -317,7 +365,11 @@ impl<S: Source> Worker<S> {
                     self.source.max_payload(),
                 );
                 settle(self.source.dead_letter(msg, letter), running).await;
+                KeyOutcome::Settled
             }
+        };
+        if let Some((key, sequence)) = key {
+            queue.settled(key, sequence, key_outcome);
         }
     }
 
@@ -325,34 +377,20 @@ impl<S: Source> Worker<S> {
     /// (and settle) within the drain timeout.
     async fn close(
         mut self,
-        held: VecDeque<Held<S::Message>>,
+        mut queue: Queue<S::Message>,
         mut running: Running<S::Message>,
         flow: &mut Flow,
     ) {
-        self.source
-            .give_back(held.into_iter().map(|h| h.msg).collect())
-            .await;
+        self.source.give_back(queue.drain()).await;
         let timeout = self.drain_timeout;
         let drained = tokio::time::timeout(timeout, async {
             while let Some(done) = running.next().await {
-                self.finished(done, &mut running, flow).await;
+                self.finished(done, &mut queue, &mut running, flow).await;
             }
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                handler = %self.name, group = %self.group, still_running = running.handlers.len(),
-                ?timeout,
-                "handlers still running at the drain timeout were cancelled; their messages are \
-                 delivered again (give handlers a timeout, or raise `drain_timeout`)"
-            );
-            for h in running.handlers.values() {
-                tracing::warn!(
-                    handler = %self.name, group = %self.group, topic = %h.topic,
-                    sequence = h.sequence, running_for = ?h.since.elapsed(),
-                    "handler stuck at close"
-                );
-            }
+            running.log_stuck(&self.name, &self.group, timeout);
         }
         drop(running);
         self.source.close().await;
@@ -376,9 +414,9 @@ where
 }
 
 /// Keeps alive the held messages that were not reported for half a period.
-async fn keep_held_alive<S: Source>(held: &mut VecDeque<Held<S::Message>>, every: Duration) {
+async fn keep_held_alive<S: Source>(queue: &mut Queue<S::Message>, every: Duration) {
     let now = Instant::now();
-    for h in held.iter_mut() {
+    for h in queue.iter_mut() {
         if h.alive.is_none_or(|t| now.duration_since(t) >= every / 2) {
             S::keep_alive(&h.msg).await;
             h.alive = Some(now);
@@ -386,10 +424,10 @@ async fn keep_held_alive<S: Source>(held: &mut VecDeque<Held<S::Message>>, every
     }
 }
 
-/// Runs `fut` (a handler); where the backend would redeliver, keeps `msg` alive every `every`
+/// Runs `fut` (a handler); where the backend would redeliver, keeps `msgs` alive every `every`
 /// while it runs.
 async fn keep_alive_while<S: Source, F: Future>(
-    msg: &S::Message,
+    msgs: &[&S::Message],
     every: Duration,
     fut: F,
 ) -> F::Output {
@@ -402,7 +440,19 @@ async fn keep_alive_while<S: Source, F: Future>(
     loop {
         tokio::select! {
             out = &mut fut => return out,
-            _ = tick.tick() => S::keep_alive(msg).await,
+            _ = tick.tick() => {
+                for msg in msgs {
+                    S::keep_alive(msg).await;
+                }
+            }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

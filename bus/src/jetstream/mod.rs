@@ -227,7 +227,8 @@ impl JetStreamBus {
         );
         let worker = Worker {
             source,
-            pipeline: sub.pipeline,
+            handling: sub.handling,
+            key: sub.key,
             settings,
             dead_letters: inner.config.dead_letter.clone(),
             name: sub.name.as_str().into(),

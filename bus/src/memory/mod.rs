@@ -189,7 +189,8 @@ impl MemoryBus {
         );
         let worker = Worker {
             source: GroupMember::new(Arc::clone(inner), Arc::clone(&group)),
-            pipeline: sub.pipeline,
+            handling: sub.handling,
+            key: sub.key,
             settings,
             dead_letters: inner.config.dead_letter.clone(),
             name: sub.name.as_str().into(),
