@@ -137,8 +137,18 @@ impl EventBus {
         topic: Topic<E>,
         event: &E,
     ) -> Result<PublishAck, Error> {
-        let (payload, headers) = self.prepare(event)?;
-        self.send(topic.as_str(), payload, headers).await
+        match &*self.backend {
+            Backend::Memory(m) => {
+                let (payload, headers) = self.prepare(event)?;
+                m.publish(topic.as_str(), payload, headers).await
+            }
+            // Boxed: its future is large, and a publish future is built and moved on every
+            // publish, memory ones included; one allocation is nothing beside a round trip.
+            #[cfg(feature = "jetstream")]
+            Backend::JetStream(j) => {
+                Box::pin(j.publish_event(topic.as_str(), event, self.trace_context)).await
+            }
+        }
     }
 
     /// Publishes already-encoded bytes on `topic`, which is validated first. `headers` are sent
@@ -175,7 +185,7 @@ impl EventBus {
         #[cfg(feature = "jetstream")]
         if let Backend::JetStream(j) = &*self.backend {
             return j
-                .publish_batch(E::TOPIC.as_str(), events.map(|e| self.prepare(e)))
+                .publish_events(E::TOPIC.as_str(), events, self.trace_context)
                 .await;
         }
         let mut acks = Vec::with_capacity(events.size_hint().0);

@@ -5,15 +5,34 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
+use bytes::Bytes;
+use tokio_util::sync::ReusableBoxFuture;
+
 use crate::{Delivery, ErrorClass, Event, HandlerError, RawMessage};
 
 /// The future a handler or middleware returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'static>>;
 
+/// Where a delivery worker puts the handler future it is about to poll: one allocation, reused
+/// by every delivery whose handler finishes at its first poll.
+#[doc(hidden)]
+pub type HandlerSlot = ReusableBoxFuture<'static, Result<(), HandlerError>>;
+
 /// The innermost, type-erased handler: takes a [`RawMessage`], decodes it and runs user code.
 pub trait Handler: Send + Sync + 'static {
     /// Handles one delivery.
     fn call(&self, msg: RawMessage) -> HandlerFuture;
+
+    /// Puts the future handling a delivery in `slot`, decoding from the borrowed `payload`
+    /// (which the caller keeps for a redelivery or a dead letter). Not for implementors: the
+    /// provided version calls [`call`](Handler::call).
+    #[doc(hidden)]
+    fn start(&self, payload: &Bytes, delivery: Delivery, slot: &mut HandlerSlot) {
+        slot.set(self.call(RawMessage {
+            payload: payload.clone(),
+            delivery,
+        }));
+    }
 }
 
 /// What a handler's first argument can be: an [`Event`] (decoded from the payload) or the
@@ -23,17 +42,30 @@ pub trait FromMessage: Sized + Send + 'static {
     const FULL_NAME: Option<&'static str>;
     /// Builds the argument from the message. Failing is a [`ErrorClass::Decode`] error.
     fn from_message(msg: &RawMessage) -> Result<Self, HandlerError>;
+
+    /// Builds the argument from a message's parts, the payload borrowed. The provided version
+    /// builds a [`RawMessage`] and calls [`from_message`](FromMessage::from_message).
+    fn from_parts(payload: &Bytes, delivery: &Delivery) -> Result<Self, HandlerError> {
+        Self::from_message(&RawMessage {
+            payload: payload.clone(),
+            delivery: delivery.clone(),
+        })
+    }
 }
 
 impl<E: Event> FromMessage for E {
     const FULL_NAME: Option<&'static str> = Some(E::FULL_NAME);
     fn from_message(msg: &RawMessage) -> Result<Self, HandlerError> {
-        E::decode(&msg.payload[..]).map_err(|e| {
+        Self::from_parts(&msg.payload, &msg.delivery)
+    }
+
+    fn from_parts(payload: &Bytes, delivery: &Delivery) -> Result<Self, HandlerError> {
+        E::decode(&payload[..]).map_err(|e| {
             HandlerError::new(
                 ErrorClass::Decode,
                 format!(
                     "payload on `{}` is not a valid `{}`: {e}",
-                    msg.topic(),
+                    delivery.topic(),
                     E::FULL_NAME
                 ),
             )
@@ -53,6 +85,13 @@ impl FromMessage for RawMessage {
 pub trait HandlerFn<T, Args>: Send + Sync + 'static {
     /// Runs the handler.
     fn call(&self, value: T, delivery: Delivery) -> HandlerFuture;
+
+    /// Runs the handler with its future in `slot` (reusing its allocation). The provided
+    /// version boxes [`call`](HandlerFn::call)'s future.
+    #[doc(hidden)]
+    fn call_in(&self, value: T, delivery: Delivery, slot: &mut HandlerSlot) {
+        slot.set(self.call(value, delivery));
+    }
 }
 
 impl<T, F, Fut, Er> HandlerFn<T, (T,)> for F
@@ -65,6 +104,11 @@ where
         let fut = self(value);
         Box::pin(async move { fut.await.map_err(Into::into) })
     }
+
+    fn call_in(&self, value: T, _: Delivery, slot: &mut HandlerSlot) {
+        let fut = self(value);
+        slot.set(async move { fut.await.map_err(Into::into) });
+    }
 }
 
 impl<T, F, Fut, Er> HandlerFn<T, (T, Delivery)> for F
@@ -76,6 +120,11 @@ where
     fn call(&self, value: T, delivery: Delivery) -> HandlerFuture {
         let fut = self(value, delivery);
         Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+
+    fn call_in(&self, value: T, delivery: Delivery, slot: &mut HandlerSlot) {
+        let fut = self(value, delivery);
+        slot.set(async move { fut.await.map_err(Into::into) });
     }
 }
 
@@ -96,6 +145,13 @@ impl<T: FromMessage, F: HandlerFn<T, Args>, Args: 'static> Handler for Typed<T, 
         match T::from_message(&msg) {
             Ok(value) => self.f.call(value, msg.delivery),
             Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn start(&self, payload: &Bytes, delivery: Delivery, slot: &mut HandlerSlot) {
+        match T::from_parts(payload, &delivery) {
+            Ok(value) => self.f.call_in(value, delivery, slot),
+            Err(e) => slot.set(std::future::ready(Err(e))),
         }
     }
 }

@@ -86,6 +86,7 @@ pub use bus_macros::event_handler;
 #[doc(hidden)]
 pub mod __private {
     // What `#[event_handler]` expansions name.
+    pub use crate::handler::HandlerSlot;
     pub use crate::macro_support::{
         HandlerEvent, HandlerResult, TopicOf, filter_is_valid, filter_within, subject_of,
         subscription, subscription_on, topic_of,

@@ -30,14 +30,14 @@ impl Delivery {
     pub fn new(
         topic: impl Into<Arc<str>>,
         group: impl Into<Arc<str>>,
-        headers: impl Into<Arc<Headers>>,
+        headers: Headers,
         attempt: u32,
         stream_sequence: u64,
         published: SystemTime,
     ) -> Self {
         let meta = Meta {
             topic: topic.into(),
-            headers: Arc::unwrap_or_clone(headers.into()),
+            headers,
             stream_sequence,
             published,
         };

@@ -12,15 +12,15 @@ use crate::{Error, Event, Headers, headers};
 /// Encodes an event with its standard headers: message id and type name. The event id becomes
 /// the message id, so it must be a valid one (see [`Headers::validate`]).
 pub(crate) fn encode_event<E: Event>(event: &E) -> Result<(Bytes, Headers), Error> {
-    let mut h = Headers::with_capacity(3);
+    let mut h = Headers::new();
     match event.event_id() {
         Some(id) if !id.is_empty() => {
             crate::headers::check_message_id(id)?;
-            h.insert_copy(headers::MSG_ID, id);
+            h.push_copy(headers::MSG_ID, id);
         }
-        _ => h.insert(headers::MSG_ID, new_message_id()),
+        _ => h.push_copy(headers::MSG_ID, &new_message_id()),
     }
-    h.insert(headers::EVENT_TYPE, E::FULL_NAME);
+    h.push_static(headers::EVENT_TYPE, E::FULL_NAME);
     Ok((Bytes::from(event.encode_to_vec()), h))
 }
 
@@ -33,7 +33,15 @@ pub(crate) fn check_size(
     headers: &Headers,
     max_payload: usize,
 ) -> Result<(), Error> {
-    let size = payload.len() + headers.wire_len();
+    check_message_size(topic, payload.len() + headers.wire_len(), max_payload)
+}
+
+/// [`check_size`] of a message of `size` bytes, payload and headers.
+pub(crate) fn check_message_size(
+    topic: &str,
+    size: usize,
+    max_payload: usize,
+) -> Result<(), Error> {
     let max = max_payload - dead_letter_headroom(max_payload);
     if size > max {
         return Err(Error::PayloadTooLarge {

@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+use bytes::Bytes;
+
+use crate::handler::HandlerSlot;
 use crate::middleware::{Pipeline, panic_error};
 use crate::trace::{self, TraceParent};
-use crate::{ErrorClass, HandlerError, HandlerFuture, RawMessage, headers};
+use crate::{Delivery, ErrorClass, HandlerError, headers};
 
 /// A handler after its first poll.
 pub(crate) enum FirstPoll {
@@ -24,7 +27,7 @@ pub(crate) enum FirstPoll {
 
 /// A handler that did not finish at its first poll.
 pub(crate) struct Waiting {
-    handler: HandlerFuture,
+    handler: HandlerSlot,
     parent: Option<TraceParent>,
 }
 
@@ -53,32 +56,49 @@ impl Waiting {
     }
 }
 
-/// Starts the pipeline on `msg` and polls it once, in the delivery's trace (with
-/// `trace_context`), with panics caught.
+/// Starts the pipeline on a delivery and polls it once, in the delivery's trace (with
+/// `trace_context`), with panics caught. The handler's future goes in `slot`, whose allocation
+/// the next delivery reuses when this one finishes here; one that waits takes the slot's
+/// future with it.
 pub(crate) async fn first_poll(
     pipeline: &Pipeline,
-    msg: RawMessage,
+    payload: &Bytes,
+    delivery: Delivery,
+    slot: &mut HandlerSlot,
     trace_context: bool,
 ) -> FirstPoll {
     let parent = trace_context
-        .then(|| msg.delivery.headers().get(headers::TRACEPARENT))
+        .then(|| delivery.headers().get(headers::TRACEPARENT))
         .flatten()
         .and_then(TraceParent::parse);
-    let mut msg = Some(msg);
+    let mut delivery = Some(delivery);
     std::future::poll_fn(|cx| {
-        let msg = msg.take().expect("a ready poll_fn is polled once");
+        let delivery = delivery.take().expect("a ready poll_fn is polled once");
         let first = trace::sync_within(parent, || {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let mut handler = pipeline.run(msg);
-                match handler.as_mut().poll(cx) {
-                    Poll::Ready(outcome) => FirstPoll::Finished(outcome),
-                    Poll::Pending => FirstPoll::Waiting(Waiting { handler, parent }),
-                }
+                pipeline.start(payload, delivery, slot);
+                slot.poll(cx)
             }))
         });
-        Poll::Ready(first.unwrap_or_else(|panic| FirstPoll::Finished(Err(panic_error(&*panic)))))
+        Poll::Ready(match first {
+            Ok(Poll::Ready(outcome)) => FirstPoll::Finished(outcome),
+            Ok(Poll::Pending) => FirstPoll::Waiting(Waiting {
+                handler: std::mem::replace(slot, idle_slot()),
+                parent,
+            }),
+            Err(panic) => {
+                // What the panic left in the slot is not polled again.
+                *slot = idle_slot();
+                FirstPoll::Finished(Err(panic_error(&*panic)))
+            }
+        })
     })
     .await
+}
+
+/// An empty slot (a future of size zero needs no allocation).
+pub(crate) fn idle_slot() -> HandlerSlot {
+    HandlerSlot::new(std::future::pending())
 }
 
 /// Runs a batch handler's future to the end, with panics caught and past `limit` cancelled;

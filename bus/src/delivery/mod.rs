@@ -35,7 +35,11 @@ use self::running::{Finished, InHand, Running};
 pub(crate) use self::settings::{DeliverySettings, Verdict};
 use crate::config::DeadLetterSettings;
 use crate::subscription::{Handling, KeyFn};
-use crate::{HandlerError, RawMessage};
+use bytes::Bytes;
+
+use self::first_poll::idle_slot;
+use crate::handler::HandlerSlot;
+use crate::{Delivery, HandlerError, RawMessage};
 
 /// Where a subscription's messages come from, and how each one is settled.
 ///
@@ -66,8 +70,19 @@ pub(crate) trait Source: Send + 'static {
         0
     }
 
+    /// The payload of `msg`.
+    fn payload<'m>(&self, msg: &'m Self::Message) -> &'m Bytes;
+
+    /// The delivery metadata of `msg`.
+    fn delivery(&self, msg: &Self::Message) -> Delivery;
+
     /// The message as a handler sees it.
-    fn message(&self, msg: &Self::Message) -> RawMessage;
+    fn message(&self, msg: &Self::Message) -> RawMessage {
+        RawMessage {
+            payload: self.payload(msg).clone(),
+            delivery: self.delivery(msg),
+        }
+    }
 
     /// The largest message the backend stores (a NATS server's `max_payload`), which decides
     /// how much room a dead letter's headers have.
@@ -132,6 +147,7 @@ impl<S: Source> Worker<S> {
         let mut flow = Flow::new(&self.flow_settings(), S::REDELIVERS_UNSETTLED);
         let mut running: Running<S::Message> = Running::new();
         let mut queue = Queue::new(self.settings.ack_wait);
+        let mut slot = idle_slot();
         let mut arrived = Vec::new();
         let mut keep_alive = tokio::time::interval(every);
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -139,7 +155,8 @@ impl<S: Source> Worker<S> {
         let shutdown = self.shutdown.clone();
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
-            self.start_ready(&mut queue, &mut running, &mut flow).await;
+            self.start_ready(&mut slot, &mut queue, &mut running, &mut flow)
+                .await;
             let want = flow.want(running.len() + queue.len(), self.source.unsettled());
             let batch_due = self.batch_due(&queue);
             tokio::select! {
@@ -204,6 +221,7 @@ impl<S: Source> Worker<S> {
     /// or has waited `max_wait`.
     async fn start_ready(
         &mut self,
+        slot: &mut HandlerSlot,
         queue: &mut Queue<S::Message>,
         running: &mut Running<S::Message>,
         flow: &mut Flow,
@@ -213,7 +231,7 @@ impl<S: Source> Worker<S> {
             Handling::Each(_) => {
                 while running.len() < concurrency {
                     let Some(next) = queue.next() else { break };
-                    self.start(next, queue, running, flow).await;
+                    self.start(next, slot, queue, running, flow).await;
                 }
             }
             Handling::Batch { options, .. } => {
@@ -250,6 +268,7 @@ impl<S: Source> Worker<S> {
     async fn start(
         &mut self,
         held: Held<S::Message>,
+        slot: &mut HandlerSlot,
         queue: &mut Queue<S::Message>,
         running: &mut Running<S::Message>,
         flow: &mut Flow,
@@ -258,10 +277,24 @@ impl<S: Source> Worker<S> {
             unreachable!("single messages are started only without a batch handler")
         };
         let Held { msg, raw, key, .. } = held;
-        let raw = raw.unwrap_or_else(|| self.source.message(&msg));
-        let attempt = raw.delivery.attempt();
         let started = S::REDELIVERS_UNSETTLED.then(Instant::now);
-        match first_poll(pipeline, raw, self.settings.trace_context).await {
+        let trace_context = self.settings.trace_context;
+        let (attempt, first) = match raw {
+            Some(raw) => {
+                let attempt = raw.delivery.attempt();
+                let first =
+                    first_poll(pipeline, &raw.payload, raw.delivery, slot, trace_context).await;
+                (attempt, first)
+            }
+            None => {
+                let delivery = self.source.delivery(&msg);
+                let attempt = delivery.attempt();
+                let payload = self.source.payload(&msg);
+                let first = first_poll(pipeline, payload, delivery, slot, trace_context).await;
+                (attempt, first)
+            }
+        };
+        match first {
             FirstPoll::Finished(outcome) => {
                 flow.record(started);
                 let done = InHand { msg, attempt, key };
@@ -270,7 +303,7 @@ impl<S: Source> Worker<S> {
             FirstPoll::Waiting(handler) => {
                 let every = self.settings.keep_alive_every();
                 let limit = self.settings.handler_timeout;
-                let id = running.track(self.source.message(&msg).delivery);
+                let id = running.track(self.source.delivery(&msg));
                 running.push(async move {
                     let outcome =
                         keep_alive_while::<S, _>(&[&msg], every, handler.finish(limit)).await;
@@ -344,7 +377,8 @@ impl<S: Source> Worker<S> {
         let InHand { msg, attempt, key } = in_hand;
         let key_outcome = match self.settings.verdict(attempt, outcome) {
             Verdict::Ack => {
-                settle(self.source.ack(msg), running).await;
+                let ack = self.source.ack(msg);
+                settle_now(&self.shutdown, &self.name, ack).await;
                 KeyOutcome::Settled
             }
             Verdict::Redeliver(delay, e) => {
@@ -352,7 +386,8 @@ impl<S: Source> Worker<S> {
                     handler = %self.name, group = %self.group, attempt, error = %e, ?delay,
                     "redelivering"
                 );
-                settle(self.source.redeliver(msg, delay), running).await;
+                let redeliver = self.source.redeliver(msg, delay);
+                settle_now(&self.shutdown, &self.name, redeliver).await;
                 KeyOutcome::Redelivered(delay)
             }
             Verdict::DeadLetter(e) => {
@@ -394,6 +429,37 @@ impl<S: Source> Worker<S> {
         }
         drop(running);
         self.source.close().await;
+    }
+}
+
+/// Runs a quick settle action (an ack, a redelivery request: a message queued on the
+/// connection) here, without a future of its own. While the bus is open, a close cuts the wait
+/// short (the server then delivers the message again); while closing, the drain timeout bounds
+/// it.
+async fn settle_now(
+    shutdown: &CancellationToken,
+    handler: &str,
+    action: Option<impl Future<Output = ()>>,
+) {
+    let Some(action) = action else { return };
+    let mut action = std::pin::pin!(action);
+    // Most are done at once: queued on the connection.
+    if futures::poll!(action.as_mut()).is_ready() {
+        return;
+    }
+    if shutdown.is_cancelled() {
+        action.await;
+        return;
+    }
+    tokio::select! {
+        biased;
+        () = &mut action => {}
+        () = shutdown.cancelled() => {
+            tracing::debug!(
+                handler,
+                "a settle action was cut short by close; the server delivers the message again"
+            );
+        }
     }
 }
 

@@ -182,15 +182,33 @@ impl JetStreamBus {
         payload: Bytes,
         headers: Headers,
     ) -> Result<PublishAck, Error> {
-        self.inner.publish(topic, payload, &headers).await
+        let message = publish::Prepared {
+            payload: &payload,
+            headers: &headers,
+        };
+        self.inner.publish(topic, &message).await
     }
 
-    pub(crate) async fn publish_batch(
+    /// Publishes a typed event, encoded straight into its NATS message.
+    pub(crate) async fn publish_event<E: crate::Event>(
         &self,
         topic: &str,
-        items: impl Iterator<Item = Result<(Bytes, Headers), Error>>,
+        event: &E,
+        trace_context: bool,
+    ) -> Result<PublishAck, Error> {
+        let message = publish::EventOut::new(event, trace_context)?;
+        self.inner.publish(topic, &message).await
+    }
+
+    /// Publishes typed events, keeping up to 1 000 acknowledgements in flight.
+    pub(crate) async fn publish_events<'a, E: crate::Event>(
+        &self,
+        topic: &str,
+        events: impl Iterator<Item = &'a E>,
+        trace_context: bool,
     ) -> Result<Vec<PublishAck>, Error> {
-        self.inner.publish_batch(topic, items).await
+        let messages = events.map(|e| publish::EventOut::new(e, trace_context));
+        self.inner.publish_batch(topic, messages).await
     }
 
     pub(crate) async fn subscribe(&self, sub: Subscription) -> Result<(), Error> {

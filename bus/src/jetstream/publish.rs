@@ -5,6 +5,8 @@ use std::error::Error as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use async_nats::HeaderMap;
 use async_nats::connection::State;
 use async_nats::header::{HeaderName, IntoHeaderName};
@@ -19,7 +21,8 @@ use tokio::time::Instant;
 
 use super::Inner;
 use crate::delivery::DeadLetter;
-use crate::{Error, Headers, PublishAck};
+use crate::headers as names;
+use crate::{Error, Event, Headers, PublishAck};
 
 /// Acknowledgements in flight at most during a batch publish.
 pub(crate) const BATCH_WINDOW: usize = 1000;
@@ -57,11 +60,11 @@ pub(crate) fn header_map(headers: &Headers) -> HeaderMap {
 
 /// The bus's form of a NATS header map.
 pub(crate) fn headers_from(map: &HeaderMap) -> Headers {
-    let mut headers = Headers::with_capacity(map.len());
+    let mut headers = Headers::new();
     for (name, values) in map.iter() {
         let name: &str = name.as_ref();
         for v in values {
-            headers.append(name.to_owned(), v.as_str().to_owned());
+            headers.append_copy(name, v.as_str());
         }
     }
     headers
@@ -105,6 +108,87 @@ impl InFlightPublishes {
     }
 }
 
+/// A message to publish, which can be built again for a retry with the same message id.
+pub(crate) trait Outgoing: Send + Sync {
+    /// The message: payload and headers.
+    fn build(&self) -> PublishMessage;
+    /// Its size as the server counts it: payload and headers.
+    fn size(&self) -> usize;
+}
+
+/// A payload and its headers, as `publish_raw` and dead letters give them.
+pub(crate) struct Prepared<'a> {
+    pub(crate) payload: &'a Bytes,
+    pub(crate) headers: &'a Headers,
+}
+
+impl Outgoing for Prepared<'_> {
+    fn build(&self) -> PublishMessage {
+        PublishMessage::build()
+            .payload(self.payload.clone())
+            .headers(header_map(self.headers))
+    }
+
+    fn size(&self) -> usize {
+        self.payload.len() + self.headers.wire_len()
+    }
+}
+
+/// A typed event: encoded straight into a NATS message, and again, with the same message id
+/// and trace context, for a retry, so nothing is kept for retries but the event's reference.
+pub(crate) struct EventOut<'a, E> {
+    event: &'a E,
+    id: Cow<'a, str>,
+    traceparent: Option<String>,
+}
+
+impl<'a, E: Event> EventOut<'a, E> {
+    /// The message of `event`: its id (or a new one) and type, and `traceparent` with
+    /// `trace_context`.
+    pub(crate) fn new(event: &'a E, trace_context: bool) -> Result<Self, Error> {
+        let id = match event.event_id() {
+            Some(id) if !id.is_empty() => {
+                crate::headers::check_message_id(id)?;
+                Cow::Borrowed(id)
+            }
+            _ => Cow::Owned(crate::outgoing::new_message_id()),
+        };
+        Ok(EventOut {
+            event,
+            id,
+            traceparent: trace_context.then(crate::trace::outgoing),
+        })
+    }
+}
+
+impl<E: Event> Outgoing for EventOut<'_, E> {
+    fn build(&self) -> PublishMessage {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static(names::MSG_ID), self.id.as_ref());
+        headers.insert(HeaderName::from_static(names::EVENT_TYPE), E::FULL_NAME);
+        if let Some(traceparent) = &self.traceparent {
+            headers.insert(
+                HeaderName::from_static(names::TRACEPARENT),
+                traceparent.as_str(),
+            );
+        }
+        PublishMessage::build()
+            .payload(Bytes::from(self.event.encode_to_vec()))
+            .headers(headers)
+    }
+
+    fn size(&self) -> usize {
+        let line = |name: &str, value: &str| name.len() + 4 + value.len();
+        let mut headers = "NATS/1.0\r\n\r\n".len()
+            + line(names::MSG_ID, &self.id)
+            + line(names::EVENT_TYPE, E::FULL_NAME);
+        if let Some(traceparent) = &self.traceparent {
+            headers += line(names::TRACEPARENT, traceparent);
+        }
+        self.event.encoded_len() + headers
+    }
+}
+
 impl Inner {
     /// Starts a publish, unless the bus no longer takes them. Counted first and checked after,
     /// so `close()` either sees it under way or it sees the bus closed.
@@ -127,8 +211,8 @@ impl Inner {
 
     /// Checks the size of a message against the server's `max_payload` (less the dead-letter
     /// headroom).
-    fn check_size(&self, topic: &str, payload: &Bytes, headers: &Headers) -> Result<(), Error> {
-        crate::outgoing::check_size(topic, payload, headers, self.max_payload())
+    fn check_size(&self, topic: &str, message: &impl Outgoing) -> Result<(), Error> {
+        crate::outgoing::check_message_size(topic, message.size(), self.max_payload())
     }
 
     /// How long one publish attempt waits for its acknowledgement (the timeout of the
@@ -142,14 +226,12 @@ impl Inner {
     pub(crate) async fn publish(
         &self,
         topic: &str,
-        payload: Bytes,
-        headers: &Headers,
+        message: &impl Outgoing,
     ) -> Result<PublishAck, Error> {
         let _publishing = self.begin_publish()?;
-        self.check_size(topic, &payload, headers)?;
+        self.check_size(topic, message)?;
         let deadline = Instant::now() + self.config.publish_timeout;
-        self.publish_until(topic, payload, headers, deadline, None)
-            .await
+        self.publish_until(topic, message, deadline, None).await
     }
 
     /// Stores a dead letter, retrying transient failures until it is stored (its message id
@@ -160,9 +242,12 @@ impl Inner {
         loop {
             // Not checked against the limit: the headroom kept on every publish is for this.
             let deadline = Instant::now() + self.config.publish_timeout;
-            let payload = letter.payload.clone();
+            let message = Prepared {
+                payload: &letter.payload,
+                headers: &letter.headers,
+            };
             let stored = self
-                .publish_until(&letter.subject, payload, &letter.headers, deadline, None)
+                .publish_until(&letter.subject, &message, deadline, None)
                 .await;
             match stored {
                 Ok(_) => return true,
@@ -186,8 +271,7 @@ impl Inner {
     async fn publish_until(
         &self,
         topic: &str,
-        payload: Bytes,
-        headers: &Headers,
+        message: &impl Outgoing,
         deadline: Instant,
         mut last: Option<String>,
     ) -> Result<PublishAck, Error> {
@@ -208,17 +292,14 @@ impl Inner {
             // The publishing context bounds sending and the ack by the attempt timeout; the
             // outer timeout only cuts the last attempt at the deadline.
             let attempt = async {
-                let message = PublishMessage::build()
-                    .payload(payload.clone())
-                    .headers(header_map(headers));
                 self.publisher
-                    .send_publish(topic.to_owned(), message)
+                    .send_publish(topic.to_owned(), message.build())
                     .await?
                     .await
             };
             match tokio::time::timeout(wait, attempt).await {
                 Ok(Ok(ack)) => return Ok(to_ack(&ack)),
-                Ok(Err(e)) => match self.classify(topic, payload.len(), &e) {
+                Ok(Err(e)) => match self.classify(topic, message.size(), &e) {
                     Failure::Fatal(e) => return Err(e),
                     Failure::Transient(why) => last = Some(why),
                 },
@@ -313,11 +394,12 @@ impl Inner {
     /// batch that started before `close()` runs to its end (close waits for it).
     ///
     /// Only the bare ack futures are in flight (as a raw client would keep them); what a retry
-    /// needs (payload, headers, deadline) waits in a slot, reused once the ack is in.
-    pub(crate) async fn publish_batch(
+    /// needs (the message, to build again with its id) waits in a slot, reused once the ack is
+    /// in.
+    pub(crate) async fn publish_batch<O: Outgoing>(
         &self,
         topic: &str,
-        items: impl Iterator<Item = Result<(Bytes, Headers), Error>>,
+        items: impl Iterator<Item = Result<O, Error>>,
     ) -> Result<Vec<PublishAck>, Error> {
         let _publishing = self.begin_publish()?;
         let mut batch = Batch {
@@ -331,12 +413,12 @@ impl Inner {
         let subject = async_nats::Subject::from(topic);
         for (i, item) in items.enumerate() {
             batch.acks.push(None);
-            let checked = item.and_then(|(payload, headers)| {
-                self.check_size(topic, &payload, &headers)?;
-                Ok((payload, headers))
+            let checked = item.and_then(|message| {
+                self.check_size(topic, &message)?;
+                Ok(message)
             });
-            let (payload, headers) = match checked {
-                Ok(item) => item,
+            let message = match checked {
+                Ok(message) => message,
                 Err(e) => {
                     record((i, Err(e)), &mut batch.acks, &mut batch.first_error);
                     break;
@@ -350,19 +432,18 @@ impl Inner {
             if batch.first_error.is_some() {
                 break;
             }
-            let message = PublishMessage::build()
-                .payload(payload.clone())
-                .headers(header_map(&headers));
             // Send now, in order; only the acknowledgements are awaited concurrently.
-            let sent = self.publisher.send_publish(subject.clone(), message).await;
+            let sent = self
+                .publisher
+                .send_publish(subject.clone(), message.build())
+                .await;
             let slot = batch.free.pop().unwrap_or_else(|| {
                 batch.slots.push(None);
                 batch.slots.len() - 1
             });
             batch.slots[slot] = Some(InFlight {
                 index: i,
-                payload,
-                headers,
+                message,
                 deadline: Instant::now() + self.config.publish_timeout,
             });
             match sent {
@@ -389,14 +470,14 @@ impl Inner {
 
     /// Records the acknowledgement of one publish of a batch; a transient failure is retried
     /// here, with its id.
-    async fn await_ack(
+    async fn await_ack<O: Outgoing>(
         &self,
         topic: &str,
         (slot, result): (
             usize,
             Result<async_nats::jetstream::publish::PublishAck, PublishError>,
         ),
-        batch: &mut Batch,
+        batch: &mut Batch<O>,
     ) {
         let Some(p) = batch.slots[slot].take() else {
             return;
@@ -404,10 +485,10 @@ impl Inner {
         batch.free.push(slot);
         let result = match result {
             Ok(ack) => Ok(to_ack(&ack)),
-            Err(e) => match self.classify(topic, p.payload.len(), &e) {
+            Err(e) => match self.classify(topic, p.message.size(), &e) {
                 Failure::Fatal(e) => Err(e),
                 Failure::Transient(why) => {
-                    self.publish_until(topic, p.payload, &p.headers, p.deadline, Some(why))
+                    self.publish_until(topic, &p.message, p.deadline, Some(why))
                         .await
                 }
             },
@@ -417,21 +498,20 @@ impl Inner {
 }
 
 /// What a batch publish keeps while acks are in flight.
-struct Batch {
+struct Batch<O> {
     acks: Vec<Option<PublishAck>>,
     /// What a retry of each in-flight publish needs, by slot.
-    slots: Vec<Option<InFlight>>,
+    slots: Vec<Option<InFlight<O>>>,
     /// Slots free for reuse.
     free: Vec<usize>,
     /// The earliest failed publish and its error.
     first_error: Option<(usize, Error)>,
 }
 
-/// One in-flight publish of a batch, kept for a retry with the same headers (and message id).
-struct InFlight {
+/// One in-flight publish of a batch, kept for a retry with the same message id.
+struct InFlight<O> {
     index: usize,
-    payload: Bytes,
-    headers: Headers,
+    message: O,
     deadline: Instant,
 }
 

@@ -25,7 +25,7 @@ use super::Inner;
 use super::consumers::ensure_consumer;
 use super::publish::headers_from;
 use crate::delivery::{DeadLetter, Source};
-use crate::{Delivery, Error, RawMessage};
+use crate::{Delivery, Error};
 
 /// Lifetime of one pull request.
 const EXPIRES: Duration = Duration::from_secs(30);
@@ -310,23 +310,24 @@ impl Source for PullSource {
         }
     }
 
-    fn message(&self, p: &Pulled) -> RawMessage {
+    fn payload<'m>(&self, p: &'m Pulled) -> &'m Bytes {
+        &p.msg.payload
+    }
+
+    fn delivery(&self, p: &Pulled) -> Delivery {
         let headers = p.msg.headers.as_ref().map(headers_from).unwrap_or_default();
         let topic = match &self.fixed_topic {
             Some(t) if **t == *p.msg.subject.as_str() => Arc::clone(t),
             _ => Arc::from(p.msg.subject.as_str()),
         };
-        RawMessage {
-            payload: p.msg.payload.clone(),
-            delivery: Delivery::new(
-                topic,
-                Arc::clone(&self.group),
-                headers,
-                p.delivered,
-                p.stream_sequence,
-                p.published,
-            ),
-        }
+        Delivery::new(
+            topic,
+            Arc::clone(&self.group),
+            headers,
+            p.delivered,
+            p.stream_sequence,
+            p.published,
+        )
     }
 
     fn max_payload(&self) -> usize {
@@ -429,15 +430,35 @@ struct AckSubject {
 
 impl AckSubject {
     fn parse(reply: &str) -> Option<AckSubject> {
-        let rest = reply.strip_prefix("$JS.ACK.")?;
-        let tokens: smallvec::SmallVec<[&str; 12]> = rest.split('.').collect();
+        let rest = reply.strip_prefix("$JS.ACK.")?.as_bytes();
+        // Where each token starts, in one pass (the tokens are short: no memchr per token).
+        let mut starts = [0usize; 12];
+        let mut n = 1;
+        for (i, b) in rest.iter().enumerate() {
+            if *b == b'.' {
+                if let Some(slot) = starts.get_mut(n) {
+                    *slot = i + 1;
+                }
+                n += 1;
+            }
+        }
         // `first` is the index of `<delivered>`.
-        let first = match tokens.len() {
+        let first = match n {
             7 => 2,
             n if n >= 9 => 4,
             _ => return None,
         };
-        let number = |i: usize| tokens.get(i)?.parse::<u64>().ok();
+        let number = |t: usize| -> Option<u64> {
+            let start = *starts.get(t)?;
+            let digits = rest[start..].split(|b| *b == b'.').next()?;
+            if digits.is_empty() {
+                return None;
+            }
+            digits.iter().try_fold(0u64, |acc, d| {
+                let digit = d.checked_sub(b'0').filter(|d| *d <= 9)?;
+                acc.checked_mul(10)?.checked_add(u64::from(digit))
+            })
+        };
         let nanos = number(first + 3)?;
         Some(AckSubject {
             delivered: number(first)?,

@@ -11,9 +11,9 @@ use futures::StreamExt;
 use tokio_util::time::DelayQueue;
 
 use super::{Group, Inner};
+use crate::Delivery;
 use crate::delivery::{DeadLetter, Source};
 use crate::message::Meta;
-use crate::{Delivery, RawMessage};
 
 /// An event in a group's queue. Its metadata travels by value and is put behind an `Arc` by
 /// the member that takes it: an allocation made on the publishing thread and freed on another
@@ -91,14 +91,15 @@ impl Source for GroupMember {
         self.redeliveries.len()
     }
 
-    fn message(&self, t: &Taken) -> RawMessage {
-        RawMessage {
-            payload: t.payload.clone(),
-            delivery: Delivery {
-                meta: Arc::clone(&t.meta),
-                group: Arc::clone(&self.group.name),
-                attempt: t.attempt,
-            },
+    fn payload<'m>(&self, t: &'m Taken) -> &'m Bytes {
+        &t.payload
+    }
+
+    fn delivery(&self, t: &Taken) -> Delivery {
+        Delivery {
+            meta: Arc::clone(&t.meta),
+            group: Arc::clone(&self.group.name),
+            attempt: t.attempt,
         }
     }
 

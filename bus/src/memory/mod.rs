@@ -19,7 +19,7 @@
 
 mod group;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -33,7 +33,7 @@ use crate::delivery::{DeadLetter as Letter, DeliverySettings, Worker};
 use crate::message::Meta;
 use crate::tasks::Tasks;
 use crate::topic::filter_matches;
-use crate::util::{lock, read, write};
+use crate::util::{FnvMap, lock, read, write};
 use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
 
 /// The memory backend's `max_payload`, as on a default NATS server (1 MiB). As on JetStream, a
@@ -80,7 +80,7 @@ pub(crate) struct Inner {
     /// Which stream captures which subjects, as configured.
     capture: Capture,
     groups: RwLock<Arc<[Arc<Group>]>>,
-    routes: RwLock<HashMap<Box<str>, Route>>,
+    routes: RwLock<FnvMap<Box<str>, Route>>,
     /// Serializes subscribe calls so two members of a new group find the same queue.
     subscribe_lock: Mutex<()>,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
@@ -143,7 +143,7 @@ impl MemoryBus {
                 capture: Capture::configured(&config),
                 config,
                 groups: RwLock::new(Arc::from(Vec::new())),
-                routes: RwLock::new(HashMap::new()),
+                routes: RwLock::new(FnvMap::default()),
                 subscribe_lock: Mutex::new(()),
                 dead_letters: Mutex::new(VecDeque::new()),
                 discarded: AtomicU64::new(0),

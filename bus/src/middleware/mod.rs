@@ -97,6 +97,24 @@ impl Pipeline {
         Pipeline(Arc::new(Chain { layers, handler }))
     }
 
+    /// Starts the pipeline on a delivery, its future in `slot`; without middleware the handler
+    /// decodes from the borrowed payload (see [`Handler::start`]).
+    pub(crate) fn start(
+        &self,
+        payload: &bytes::Bytes,
+        delivery: crate::Delivery,
+        slot: &mut crate::handler::HandlerSlot,
+    ) {
+        if self.0.layers.is_empty() {
+            self.0.handler.start(payload, delivery, slot);
+        } else {
+            slot.set(self.run(RawMessage {
+                payload: payload.clone(),
+                delivery,
+            }));
+        }
+    }
+
     pub(crate) fn run(&self, msg: RawMessage) -> HandlerFuture {
         if self.0.layers.is_empty() {
             return self.0.handler.call(msg);
