@@ -6,6 +6,7 @@
 //! | [`EVENT_TYPE`] (`Bus-Event-Type`) | typed publishes | the full protobuf name of the payload |
 //! | [`TRACEPARENT`] (`traceparent`) | publishes with `trace_context` | W3C trace context |
 //! | `Bus-Dlq-*` ([`DLQ_TOPIC`] ...) | dead letters | where the event came from and why it failed |
+//! | [`REPLAY_OF`] (`Bus-Replay-Of`) | `bus dlq replay` | the event is a replay of this dead letter |
 //!
 //! A dead letter keeps the original's headers, except that the original `Nats-Msg-Id` moves to
 //! [`DLQ_MSG_ID`] and the dead letter's own `Nats-Msg-Id` is `dlq:{group}:{stream sequence}`.
@@ -37,6 +38,13 @@ pub const DLQ_ERROR: &str = "Bus-Dlq-Error";
 /// Dead letter: the original event's `Nats-Msg-Id`. The dead letter's own `Nats-Msg-Id` is
 /// `dlq:{group}:{stream sequence}`, so a retried dead-letter publish is stored once.
 pub const DLQ_MSG_ID: &str = "Bus-Dlq-Msg-Id";
+
+/// An event republished from a dead letter (`bus dlq replay`): the dead letter's own
+/// `Nats-Msg-Id` (`dlq:{group}:{stream sequence}`). The replay's `Nats-Msg-Id` is
+/// `replay:{that id}`, so replaying one dead letter twice within the duplicate window stores it
+/// once. A replay that is dead-lettered again keeps this header in its dead letter, which is
+/// how a replay tells it from a first failure and does not replay it in a loop.
+pub const REPLAY_OF: &str = "Bus-Replay-Of";
 
 /// Bytes of every message's size budget kept for the headers its dead letter adds: a publish
 /// may use the server's `max_payload` less this much (payload and headers counted), so a dead
