@@ -442,7 +442,7 @@ impl<'a> Document<'a> {
                     "send",
                     &topic,
                     m.name(),
-                    format!("Publishes `{}`.", m.full_name()),
+                    &format!("Publishes `{}`.", m.full_name()),
                 ),
             );
         }
@@ -452,7 +452,7 @@ impl<'a> Document<'a> {
                 "receive",
                 &topic,
                 m.name(),
-                format!(
+                &format!(
                     "Receives `{}` in subscription group `{group}` (a durable JetStream \
                      consumer, whose members share the events); acknowledges it when handled.",
                     m.full_name()
@@ -467,7 +467,7 @@ impl<'a> Document<'a> {
                     "send",
                     &dlq,
                     &format!("{}DeadLetter", m.name()),
-                    format!(
+                    &format!(
                         "Dead-letters a `{}` that group `{group}` gives up on.",
                         m.full_name()
                     ),
@@ -568,7 +568,7 @@ impl<'a> Document<'a> {
 }
 
 /// An operation on `channel` with its message `message`.
-fn operation(action: &str, channel: &str, message: &str, description: String) -> Value {
+fn operation(action: &str, channel: &str, message: &str, description: &str) -> Value {
     json!({
         "action": action,
         "channel": { "$ref": format!("#/channels/{channel}") },
