@@ -103,7 +103,7 @@ pub(crate) async fn list(
     }
     writeln!(
         out,
-        "{:>6}  {:<24}  {:<40}  {:<24}  {:<14}  {:>4}  {:<6}  ERROR",
+        "{:>6}  {:<24}  {:<40}  {:<24}  {:<14}  {:>5}  {:<6}  ERROR",
         "SEQ", "TIME", "TOPIC", "GROUP", "CLASS", "DELIV", "REPLAY"
     )?;
     for l in &letters {
@@ -115,7 +115,7 @@ pub(crate) async fn list(
             .collect();
         writeln!(
             out,
-            "{:>6}  {:<24}  {:<40}  {:<24}  {:<14}  {:>4}  {:<6}  {error}",
+            "{:>6}  {:<24}  {:<40}  {:<24}  {:<14}  {:>5}  {:<6}  {error}",
             l.seq,
             time::format(l.time),
             l.header(headers::DLQ_TOPIC).unwrap_or("?"),
@@ -176,7 +176,10 @@ pub(crate) async fn replay(
         for &seq in &args.seqs {
             match get(&stream, &stream_name, seq).await {
                 Ok(l) if l.matches(&args.filter) => letters.push(l),
-                Ok(_) => {}
+                Ok(_) => report.failed(
+                    seq,
+                    "not replayed: it does not match the filter given with its sequence number",
+                ),
                 Err(e) => report.failed(seq, &e.to_string()),
             }
         }
