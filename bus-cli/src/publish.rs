@@ -35,9 +35,7 @@ pub(crate) async fn publish(
         Some(id) => id.clone(),
         None => event_id(&message, &payload).unwrap_or_else(|| nuid::next().to_string()),
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(bus::headers::MSG_ID, id.as_str());
-    headers.insert(bus::headers::EVENT_TYPE, message.full_name());
+    // Checked before the NATS client sees them: it cannot send a line break in a header.
     let wire: bus::Headers = [
         (bus::headers::MSG_ID, id.as_str()),
         (bus::headers::EVENT_TYPE, message.full_name()),
@@ -46,6 +44,9 @@ pub(crate) async fn publish(
     .map(|(n, v)| (n, v.to_owned()))
     .collect();
     wire.validate()?;
+    let mut headers = HeaderMap::new();
+    headers.insert(bus::headers::MSG_ID, id.as_str());
+    headers.insert(bus::headers::EVENT_TYPE, message.full_name());
     // Leave room for the headers of the event's dead letter, as the bus does.
     let max_payload = nats.client.server_info().max_payload;
     // `NATS/1.0\r\n`, `Name: Value\r\n` per header, and a blank line.

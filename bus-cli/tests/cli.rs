@@ -199,38 +199,51 @@ async fn publish_then_tail_decodes_every_event() {
     .await;
     assert_eq!(json_lines(&out)[0]["seq"], 2);
 
-    // Live: the tail starts at now, so it sees only what is published after it starts.
+    // Live: the tail starts at now, so it prints only what is published after it started.
+    // When its consumer is ready cannot be seen from outside, so events are published until
+    // one is printed; it must be one of them, not an older one.
+    let js = js(&server).await;
+    let before = js
+        .get_stream("CQC_EVENTS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
     let mut cmd = cli(&url);
     cmd.args(["tail", "cqc.events.v1.*", "--count", "1"])
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    let js = js(&server).await;
-    // Its ephemeral consumer exists once the stream counts it.
-    wait_for("the tail's consumer", || {
-        let js = js.clone();
-        async move {
-            let n = js
-                .get_stream("CQC_EVENTS")
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .state
-                .consumer_count;
-            (n >= 1, n)
-        }
-    })
-    .await;
-    ok(&url, &["publish", PRICE_UPDATED, &price("e-live", "7")]).await;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("the tail prints the live event")
-        .unwrap()
-        .expect("a line");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut published = 0;
+    let line = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tail printed nothing within {PATIENCE:?} of {published} live events"
+        );
+        let event = cqc::events::v1::PriceUpdated {
+            event_id: format!("e-live-{published}"),
+            ..Default::default()
+        };
+        bus.publish(&event).await.unwrap();
+        published += 1;
+        match tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await {
+            Ok(line) => break line.unwrap().expect("a line"),
+            Err(_) => continue,
+        }
+    };
     let live: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(live["event"]["eventId"], "e-live", "{line}");
+    assert!(live["seq"].as_u64().unwrap() > before, "{line}");
+    assert!(
+        live["event"]["eventId"]
+            .as_str()
+            .unwrap()
+            .starts_with("e-live-"),
+        "{line}"
+    );
     let status = tokio::time::timeout(PATIENCE, child.wait())
         .await
         .unwrap()
@@ -267,6 +280,12 @@ async fn clear_errors_for_what_users_get_wrong() {
     assert!(e.contains("`eventId`"), "{e}");
     let e = fails(&url, &["publish", "--server", &url, "other.topic", "{}"]).await;
     assert!(e.contains("`bus topics`") && e.contains("--proto"), "{e}");
+    let e = fails(
+        &url,
+        &["publish", PRICE_UPDATED, &price("e", "1"), "--id", "a\nb"],
+    )
+    .await;
+    assert!(e.contains("Nats-Msg-Id"), "{e}");
     let e = fails(&url, &["dlq", "replay"]).await;
     assert!(e.contains("--all"), "{e}");
     let e = fails(&url, &["dlq", "show", "99"]).await;
