@@ -33,6 +33,16 @@ enum EventId {
 }
 
 impl EventSpec {
+    /// The full protobuf name of the event's message.
+    pub(crate) fn full_name(&self) -> &str {
+        &self.full_name
+    }
+
+    /// The event's topic.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
     pub(crate) fn new(message: &prost_reflect::MessageDescriptor, topic: String) -> Self {
         let event_id = match message.get_field_by_name("event_id") {
             Some(field)
@@ -144,6 +154,12 @@ pub(crate) fn package(package: &str, events: &[EventSpec]) -> TokenStream {
         " The events of package `{package}`: topic, full name and decoder of each, sorted by topic."
     );
     let topics_doc = format!(" The typed topics of the events of package `{package}`.");
+    let fds_doc = format!(
+        " The encoded `FileDescriptorSet` of package `{package}` and every file it imports, \
+         with their comments: the schema for reflection and JSON (also \
+         `REGISTRY.file_descriptor_set()`)."
+    );
+    let fds_file = crate::descriptor_set::file_name(package);
 
     quote! {
         #(#impls)*
@@ -253,6 +269,10 @@ pub(crate) fn package(package: &str, events: &[EventSpec]) -> TokenStream {
             #package,
             &[#(#descriptors),*],
             &[#(#by_name),*],
+            FILE_DESCRIPTOR_SET,
         );
+
+        #[doc = #fds_doc]
+        pub const FILE_DESCRIPTOR_SET: &[u8] = ::core::include_bytes!(#fds_file);
     }
 }

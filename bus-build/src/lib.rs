@@ -48,15 +48,32 @@
 //!
 //! Topics are checked against the NATS subject rules, and two events on one topic fail the build
 //! with a message naming both.
+//!
+//! # The schema at run time
+//!
+//! Each package with events also gets `FILE_DESCRIPTOR_SET` (the encoded
+//! `google.protobuf.FileDescriptorSet` of its files and their imports, with comments), also
+//! reachable as `REGISTRY.file_descriptor_set()`: with `prost-reflect`, a program built against
+//! the generated crate turns any of its events into JSON and back without the `.proto` files.
+//! [`Builder::schema`] gives the same from `.proto` files at run time.
+//!
+//! # AsyncAPI
+//!
+//! [`Builder::asyncapi`] also writes an AsyncAPI 3.0 document of the events (channels, messages
+//! with payload schemas and headers, dead-letter channels, servers, and operations when told);
+//! see [`asyncapi`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub mod asyncapi;
 mod codegen;
+mod descriptor_set;
 mod naming;
 
+pub use asyncapi::{AsyncApi, Schema};
 pub use naming::snake_case;
 
 /// The `.proto` file that declares the `(bus.topic)` message option, as served to `import
@@ -83,6 +100,8 @@ pub struct Builder {
     event_packages: Vec<String>,
     event_messages: Vec<String>,
     emit_rerun_if_changed: bool,
+    asyncapi: Option<PathBuf>,
+    asyncapi_settings: AsyncApi,
 }
 
 impl Default for Builder {
@@ -94,6 +113,8 @@ impl Default for Builder {
             event_packages: Vec::new(),
             event_messages: Vec::new(),
             emit_rerun_if_changed: true,
+            asyncapi: None,
+            asyncapi_settings: AsyncApi::default(),
         }
     }
 }
@@ -106,6 +127,7 @@ impl std::fmt::Debug for Builder {
             .field("event_packages", &self.event_packages)
             .field("event_messages", &self.event_messages)
             .field("emit_rerun_if_changed", &self.emit_rerun_if_changed)
+            .field("asyncapi", &self.asyncapi)
             .finish_non_exhaustive()
     }
 }
@@ -164,8 +186,59 @@ impl Builder {
         self
     }
 
+    /// Also writes an AsyncAPI 3.0 document of the events to `path` (JSON; a relative path is
+    /// relative to the output directory, so a build script writes under `$OUT_DIR`). The
+    /// document is described by [`asyncapi_settings`](Self::asyncapi_settings).
+    ///
+    /// ```no_run
+    /// // build.rs
+    /// fn main() -> std::io::Result<()> {
+    ///     bus_build::configure()
+    ///         .asyncapi("shop.asyncapi.json")
+    ///         .asyncapi_settings(bus_build::AsyncApi::new().title("Shop events"))
+    ///         .compile_protos(&["proto/shop/events/v1/events.proto"], &["proto"])
+    /// }
+    /// ```
+    pub fn asyncapi(mut self, path: impl Into<PathBuf>) -> Self {
+        self.asyncapi = Some(path.into());
+        self
+    }
+
+    /// Title, version, servers, dead-letter prefix and operations of the AsyncAPI document.
+    pub fn asyncapi_settings(mut self, settings: AsyncApi) -> Self {
+        self.asyncapi_settings = settings;
+        self
+    }
+
+    /// The events of `protos` (imports looked up in `includes`) and their topics, by the same
+    /// rules as [`compile_protos`](Self::compile_protos), without generating code: for tools
+    /// that read `.proto` files at run time. Prints no `cargo:` directives.
+    ///
+    /// # Errors
+    ///
+    /// As [`compile_protos`](Self::compile_protos), less the I/O of writing.
+    pub fn schema(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> io::Result<Schema> {
+        let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_owned()).collect();
+        let mut compiler = protox::Compiler::with_file_resolver(resolver(&includes));
+        compiler.include_imports(true).include_source_info(true);
+        for proto in protos {
+            compiler.open_file(proto.as_ref()).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, describe(&e, &includes))
+            })?;
+        }
+        let pool = compiler.descriptor_pool();
+        let events = self.find_events(&pool, &includes)?;
+        schema_of(pool, &events)
+    }
+
     /// Parses `protos` (looking up imports in `includes`), and writes one `{package}.rs` per
     /// protobuf package into the output directory, rewriting a file only when it changed.
+    /// Beside the code of each package with events goes `{package}.descriptor_set.bin`, which
+    /// the code embeds; and the AsyncAPI document if [asked for](Self::asyncapi).
     ///
     /// # Errors
     ///
@@ -180,8 +253,36 @@ impl Builder {
         let out_dir = self.resolved_out_dir()?;
         let compiler = self.parse(protos, &includes)?;
         let events = self.find_events(&compiler.descriptor_pool(), &includes)?;
-        let modules = self.generate(compiler.file_descriptor_set(), &events)?;
-        write_modules(&out_dir, modules)
+        let fds = compiler.file_descriptor_set();
+        let descriptor_sets: Vec<(String, Vec<u8>)> = events
+            .keys()
+            .map(|p| {
+                (
+                    descriptor_set::file_name(p),
+                    descriptor_set::encode(&fds, p),
+                )
+            })
+            .collect();
+        let asyncapi = match &self.asyncapi {
+            Some(path) => {
+                let schema = schema_of(compiler.descriptor_pool(), &events)?;
+                let doc = schema.asyncapi(&self.asyncapi_settings)?;
+                Some((out_dir.join(path), asyncapi::to_text(&doc)))
+            }
+            None => None,
+        };
+        let modules = self.generate(fds, &events)?;
+        write_modules(&out_dir, modules)?;
+        for (name, bytes) in descriptor_sets {
+            write_if_changed(&out_dir.join(name), &bytes)?;
+        }
+        if let Some((path, text)) = asyncapi {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_if_changed(&path, text.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// The configured output directory, else `$OUT_DIR`.
@@ -345,6 +446,18 @@ impl Builder {
         }
         Ok(modules)
     }
+}
+
+/// The [`Schema`] of the events found.
+fn schema_of(
+    pool: prost_reflect::DescriptorPool,
+    events: &BTreeMap<String, Vec<codegen::EventSpec>>,
+) -> io::Result<Schema> {
+    let events = events
+        .values()
+        .flatten()
+        .map(|e| (e.topic().to_owned(), e.full_name().to_owned()));
+    Schema::new(pool, events)
 }
 
 /// Where an event's topic comes from; an error for an invalid topic says which, since that is
@@ -557,14 +670,17 @@ fn write_modules(out_dir: &Path, modules: HashMap<prost_build::Module, String>) 
             "// @generated by bus-build from .proto files. Do not edit.\n{}",
             prettyplease03::unparse(&file)
         );
-        write_if_changed(&out_dir.join(module.to_file_name_or("_")), &formatted)?;
+        write_if_changed(
+            &out_dir.join(module.to_file_name_or("_")),
+            formatted.as_bytes(),
+        )?;
     }
     Ok(())
 }
 
 /// Writes `content` unless the file already holds it, so cargo does not rebuild for nothing.
-fn write_if_changed(path: &Path, content: &str) -> io::Result<()> {
-    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
+fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == content) {
         return Ok(());
     }
     std::fs::write(path, content)

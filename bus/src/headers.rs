@@ -6,6 +6,7 @@
 //! | [`EVENT_TYPE`] (`Bus-Event-Type`) | typed publishes | the full protobuf name of the payload |
 //! | [`TRACEPARENT`] (`traceparent`) | publishes with `trace_context` | W3C trace context |
 //! | `Bus-Dlq-*` ([`DLQ_TOPIC`] ...) | dead letters | where the event came from and why it failed |
+//! | [`REPLAY_OF`] (`Bus-Replay-Of`) | `bus dlq replay` | the event is a replay of this dead letter |
 //!
 //! A dead letter keeps the original's headers, except that the original `Nats-Msg-Id` moves to
 //! [`DLQ_MSG_ID`] and the dead letter's own `Nats-Msg-Id` is `dlq:{group}:{stream sequence}`.
@@ -38,8 +39,15 @@ pub const DLQ_ERROR: &str = "Bus-Dlq-Error";
 /// `dlq:{group}:{stream sequence}`, so a retried dead-letter publish is stored once.
 pub const DLQ_MSG_ID: &str = "Bus-Dlq-Msg-Id";
 
+/// An event republished from a dead letter (`bus dlq replay`): the dead letter's own
+/// `Nats-Msg-Id` (`dlq:{group}:{stream sequence}`). The replay's `Nats-Msg-Id` is
+/// `replay:{that id}`, so replaying one dead letter twice within the duplicate window stores it
+/// once. A replay that is dead-lettered again keeps this header in its dead letter, which is
+/// how a replay tells it from a first failure and does not replay it in a loop.
+pub const REPLAY_OF: &str = "Bus-Replay-Of";
+
 /// The header names the bus writes, as received headers are matched against.
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 11] = [
     MSG_ID,
     EVENT_TYPE,
     TRACEPARENT,
@@ -50,6 +58,7 @@ const KNOWN: [&str; 10] = [
     DLQ_ERROR_CLASS,
     DLQ_ERROR,
     DLQ_MSG_ID,
+    REPLAY_OF,
 ];
 
 /// Bytes of every message's size budget kept for the headers its dead letter adds: a publish

@@ -94,11 +94,14 @@ pub struct Registry<A: 'static> {
     package: &'static str,
     events: &'static [EventDescriptor<A>],
     by_name: &'static [usize],
+    file_descriptor_set: &'static [u8],
 }
 
 impl<A> Registry<A> {
     /// A registry of `events`, which must be sorted by topic with no topic twice; `by_name` holds
     /// the indices of `events` sorted by full name. Checked at compile time in a `static`.
+    /// `file_descriptor_set` is the encoded schema of the package (see
+    /// [`file_descriptor_set`](Self::file_descriptor_set)), or empty.
     ///
     /// # Panics
     ///
@@ -107,6 +110,7 @@ impl<A> Registry<A> {
         package: &'static str,
         events: &'static [EventDescriptor<A>],
         by_name: &'static [usize],
+        file_descriptor_set: &'static [u8],
     ) -> Self {
         assert!(
             events.len() == by_name.len(),
@@ -131,7 +135,24 @@ impl<A> Registry<A> {
             package,
             events,
             by_name,
+            file_descriptor_set,
         }
+    }
+
+    /// The encoded `google.protobuf.FileDescriptorSet` of the package: its `.proto` files and
+    /// every file they import, with their comments, as `bus-build` embeds it. Empty for a
+    /// registry made without one.
+    ///
+    /// With a reflection library (`prost-reflect`) it turns any event of the package into JSON
+    /// and back (the protobuf JSON mapping) without a copy of the `.proto` files; the `bus`
+    /// command line decodes events with it.
+    ///
+    /// ```text
+    /// let pool = prost_reflect::DescriptorPool::decode(cqc::events::v1::REGISTRY.file_descriptor_set())?;
+    /// let asset_created = pool.get_message_by_name("cqc.events.v1.AssetCreated").unwrap();
+    /// ```
+    pub const fn file_descriptor_set(&self) -> &'static [u8] {
+        self.file_descriptor_set
     }
 
     /// The protobuf package (`cqc.events.v1`).
@@ -375,6 +396,7 @@ mod tests {
             EventDescriptor::new("q.c", "p.v1.Mid", "mid", dec_b),
         ],
         &[1, 2, 0],
+        &[],
     );
 
     #[test]

@@ -375,3 +375,46 @@ fn the_fourteen_events_and_their_topics() {
     assert_eq!(RiskAlert::EVENT_TYPE, "risk_alert");
     assert_eq!(PriceUpdated::FULL_NAME, "cqc.events.v1.PriceUpdated");
 }
+
+#[test]
+fn the_schema_is_embedded_with_its_imports_and_comments() {
+    let bytes = REGISTRY.file_descriptor_set();
+    assert_eq!(bytes, cqc::events::v1::FILE_DESCRIPTOR_SET);
+    let set = prost_types::FileDescriptorSet::decode(bytes).unwrap();
+    let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+    // Self-contained: every import is in the set, before the file that imports it.
+    for (i, file) in set.file.iter().enumerate() {
+        for dep in &file.dependency {
+            let at = names.iter().position(|n| n == dep);
+            assert!(
+                at.is_some_and(|at| at < i),
+                "{dep} before {}: {names:?}",
+                file.name()
+            );
+        }
+    }
+    assert_eq!(names.last(), Some(&"cqc/events/v1/events.proto"));
+    assert!(
+        names.contains(&"google/protobuf/timestamp.proto"),
+        "{names:?}"
+    );
+    let events = set.file.last().unwrap();
+    let messages: Vec<&str> = events.message_type.iter().map(|m| m.name()).collect();
+    for event in &REGISTRY {
+        let name = event.full_name().rsplit('.').next().unwrap();
+        assert!(messages.contains(&name), "{name} in {messages:?}");
+    }
+    // Comments are kept (for descriptions); source spans without comments are not.
+    let locations = &events.source_code_info.as_ref().unwrap().location;
+    assert!(
+        locations
+            .iter()
+            .any(|l| l.leading_comments() == " A new asset was recorded.\n"),
+        "the comment of AssetCreated"
+    );
+    assert!(
+        locations
+            .iter()
+            .all(|l| l.leading_comments.is_some() || l.trailing_comments.is_some())
+    );
+}

@@ -53,13 +53,21 @@ fn generated_code_matches_golden_files() {
          `BUS_BUILD_BLESS=1 cargo test -p tests --test codegen_golden` and review the diff.",
         stale.join("\n")
     );
-    // Only the packages of the schema are written: not the well-known types, not bus/options.
+    // Only the packages of the schema are written (and the descriptor set of the package with
+    // events, which its code embeds): not the well-known types, not bus/options.
     let mut written: Vec<_> = std::fs::read_dir(out.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     written.sort();
-    assert_eq!(written, ["shop.catalog.v1.rs", "shop.events.v1.rs"]);
+    assert_eq!(
+        written,
+        [
+            "shop.catalog.v1.rs",
+            "shop.events.v1.descriptor_set.bin",
+            "shop.events.v1.rs"
+        ]
+    );
 }
 
 fn first_difference(want: &str, got: &str) -> String {

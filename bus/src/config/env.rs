@@ -39,8 +39,26 @@ impl EventBusConfig {
     /// Like [`from_env`](Self::from_env), reading variables through `lookup` (for tests, or
     /// another source of settings).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        Self::default().with_lookup(lookup)
+    }
+
+    /// This configuration with the `BUS_*` environment variables that are set applied over it,
+    /// as [`from_env`](Self::from_env) applies them over the defaults: for a configuration
+    /// file that the environment may override.
+    ///
+    /// ```
+    /// let file: bus::EventBusConfig = serde_json::from_str(r#"{ "stream_name": "ORDERS" }"#).unwrap();
+    /// let config = file.with_env()?;
+    /// # Ok::<(), bus::Error>(())
+    /// ```
+    pub fn with_env(self) -> Result<Self, Error> {
+        self.with_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`with_env`](Self::with_env), reading variables through `lookup`.
+    pub fn with_lookup(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let env = Env(&lookup);
-        let mut c = Self::default();
+        let mut c = self;
         env.parse("BUS_BACKEND", &mut c.backend, |v| {
             match v.to_ascii_lowercase().as_str() {
                 "memory" => Ok(BackendKind::Memory),
@@ -61,8 +79,8 @@ impl EventBusConfig {
         if let Some(v) = env.get("BUS_CREDENTIALS_FILE") {
             c.auth.credentials_file = Some(v.into());
         }
+        let mut any_tls = c.tls.is_some();
         let mut tls = c.tls.take().unwrap_or_default();
-        let mut any_tls = false;
         if env.get("BUS_TLS_REQUIRED").is_some() {
             env.parse("BUS_TLS_REQUIRED", &mut tls.required, from_str)?;
             any_tls = true;

@@ -388,6 +388,31 @@ mod tests {
     }
 
     #[test]
+    fn env_applies_over_a_file() {
+        let file: EventBusConfig = serde_json::from_str(
+            r#"{ "stream_name": "ORDERS", "max_deliver": 7, "tls": { "ca_file": "/ca.pem" } }"#,
+        )
+        .unwrap();
+        let map: HashMap<String, String> = [("BUS_MAX_DELIVER", "9"), ("BUS_TLS_REQUIRED", "true")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = file.with_lookup(|k| map.get(k).cloned()).unwrap();
+        assert_eq!(c.stream_name, "ORDERS", "kept from the file");
+        assert_eq!(c.max_deliver, 9, "the environment wins");
+        let tls = c.tls.unwrap();
+        assert!(tls.required);
+        assert_eq!(tls.ca_file.unwrap(), PathBuf::from("/ca.pem"));
+        let c = EventBusConfig {
+            tls: Some(Tls::default()),
+            ..Default::default()
+        }
+        .with_lookup(|_| None)
+        .unwrap();
+        assert_eq!(c.tls, Some(Tls::default()), "a file's TLS section is kept");
+    }
+
+    #[test]
     fn serde_round_trip() {
         let c = EventBusConfig::default();
         let json = serde_json::to_string(&c).unwrap();

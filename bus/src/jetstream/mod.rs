@@ -87,6 +87,27 @@ use crate::delivery::{DeliverySettings, Worker};
 use crate::tasks::Tasks;
 use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
 
+/// Connects to the configured servers as [`JetStreamBus::connect`] does (every server, auth,
+/// TLS, reconnecting forever, errors naming the setting to fix), but creates and checks no
+/// stream: for tools that look at what is there, such as the `bus` command line.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), bus::Error> {
+/// let config = bus::EventBusConfig::from_env()?;
+/// let client = bus::jetstream::connect_client(&config).await?;
+/// let js = async_nats::jetstream::new(client);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// An invalid configuration, or [`Error::Connect`] when no server is reachable or the
+/// credentials or TLS settings are refused.
+pub async fn connect_client(config: &EventBusConfig) -> Result<async_nats::Client, Error> {
+    config.validate()?;
+    connect::connect(config).await
+}
+
 /// The JetStream event bus. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct JetStreamBus {
