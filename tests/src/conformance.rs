@@ -106,7 +106,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The configuration every conformance test starts from: fast redelivery, few deliveries.
 pub fn base_config() -> EventBusConfig {
-    let mut c = EventBusConfig::default();
+    let mut c = EventBusConfig::cqc();
     c.consumer_name = "conformance".into();
     c.max_deliver = 3;
     c.consumer.backoff = vec![Duration::from_millis(50)];

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod env;
-mod validate;
+pub(crate) mod validate;
 
 /// Which backend the bus runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +40,46 @@ pub enum BackendKind {
 /// }"#).unwrap();
 /// assert_eq!(config.backend, BackendKind::JetStream);
 /// assert_eq!(config.ack_wait, std::time::Duration::from_secs(45));
-/// assert_eq!(config.stream_name, "CQC_EVENTS");
+/// assert_eq!(config.stream_name, "EVENTS");
 /// ```
+///
+/// # Defaults
+///
+/// The defaults belong to no schema: on memory a service with any package works with no
+/// configuration at all, and on JetStream it needs one setting, `stream.subjects`
+/// (`BUS_STREAM_SUBJECTS`, e.g. `acme.shipping.events.v1.>`). The CQC conventions are a preset,
+/// [`EventBusConfig::cqc`].
+///
+/// | setting | default |
+/// |---|---|
+/// | `backend` | `memory` |
+/// | `servers` | `["nats://127.0.0.1:4222"]` |
+/// | `stream_name` | `EVENTS` |
+/// | `consumer_name` | `service` |
+/// | `max_deliver` | `5` |
+/// | `ack_wait` | `30s` |
+/// | `max_ack_pending` | `1000` |
+/// | `auth` | none |
+/// | `tls` | none (plain TCP unless a URL says `tls://`) |
+/// | `stream.subjects` | empty: every topic on memory; must be set on JetStream |
+/// | `stream.storage` | `file` |
+/// | `stream.replicas` | `1` |
+/// | `stream.max_age` | `0s` (forever) |
+/// | `stream.duplicate_window` | `2m` |
+/// | `stream.retention` | `limits` |
+/// | `stream.management` | `create_or_verify` |
+/// | `consumer.backoff` | `1s, 5s, 30s` |
+/// | `consumer.concurrency` | `16` |
+/// | `consumer.handler_timeout` | `60s` |
+/// | `dead_letter.stream_name` | `EVENTS_DLQ` |
+/// | `dead_letter.subject_prefix` | `dlq` |
+/// | `dead_letter.storage` | `file` |
+/// | `dead_letter.replicas` | `1` |
+/// | `dead_letter.max_age` | `0s` (forever) |
+/// | `publish_timeout` | `5s` |
+/// | `drain_timeout` | `30s` |
+/// | `memory_queue_capacity` | `1024` |
+/// | `trace_context` | `false` |
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -89,7 +127,7 @@ impl Default for EventBusConfig {
         EventBusConfig {
             backend: BackendKind::Memory,
             servers: vec!["nats://127.0.0.1:4222".into()],
-            stream_name: "CQC_EVENTS".into(),
+            stream_name: "EVENTS".into(),
             consumer_name: "service".into(),
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
@@ -163,13 +201,60 @@ pub enum Storage {
     Memory,
 }
 
+/// How a stream keeps its messages, as JetStream's `retention`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    /// Kept until the stream's limits (`max_age`, size) drop them, whoever consumed them: every
+    /// group sees every event, and a new group can start at the beginning (the default).
+    #[default]
+    Limits,
+    /// Kept until every consumer that existed when it arrived has acknowledged it: groups still
+    /// each get every event, but an event published while no group exists is dropped at once,
+    /// and a new group finds only what the existing groups have not yet acknowledged.
+    Interest,
+    /// Removed as soon as one consumer acknowledges it: a work queue. Only one group can consume
+    /// a subject; a second group whose filter overlaps another's is refused by the server.
+    #[serde(alias = "work_queue")]
+    WorkQueue,
+}
+
+impl Retention {
+    /// The value JetStream uses: `limits`, `interest`, `workqueue`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retention::Limits => "limits",
+            Retention::Interest => "interest",
+            Retention::WorkQueue => "workqueue",
+        }
+    }
+}
+
+/// What the bus may do to its streams at connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamManagement {
+    /// Create a missing stream; on an existing one add missing subjects and report any other
+    /// difference as [`Error::StreamMismatch`](crate::Error::StreamMismatch) (the default).
+    #[default]
+    CreateOrVerify,
+    /// The streams must exist and match the configuration; nothing is created or changed.
+    Verify,
+    /// Leave the streams alone: no stream request at all. For a service without stream-admin
+    /// permission that only publishes and consumes on streams another team manages; the
+    /// configured subjects are taken as what the streams capture.
+    None,
+}
+
 /// Settings of the events stream. An existing stream is never reset: missing subjects are added,
 /// any other difference is an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StreamSettings {
-    /// Subjects the stream captures; publishing elsewhere is an error.
+    /// Subjects the stream captures; publishing elsewhere is an error. Empty (the default)
+    /// means every topic outside the dead-letter subjects on memory, and is an error on
+    /// JetStream, whose stream must be told what to capture (`acme.shipping.events.v1.>`).
     pub subjects: Vec<String>,
     /// Storage.
     pub storage: Storage,
@@ -181,12 +266,19 @@ pub struct StreamSettings {
     /// Window in which a second publish with the same `Nats-Msg-Id` is dropped.
     #[serde(with = "duration")]
     pub duplicate_window: Duration,
+    /// Retention of the events stream (default `limits`); see [`Retention`] for what each
+    /// means for groups.
+    pub retention: Retention,
+    /// What the bus may do to both streams at connect (default `create_or_verify`).
+    pub management: StreamManagement,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
-            subjects: vec!["cqc.events.v1.>".into()],
+            retention: Retention::Limits,
+            management: StreamManagement::CreateOrVerify,
+            subjects: Vec::new(),
             storage: Storage::File,
             replicas: 1,
             max_age: Duration::ZERO,
@@ -237,13 +329,24 @@ pub struct DeadLetterSettings {
     pub stream_name: String,
     /// First token(s) of dead-letter subjects.
     pub subject_prefix: String,
+    /// Storage of the dead-letter stream, independent of the events stream's (default `file`,
+    /// so dead letters survive a server restart even beside a memory events stream).
+    pub storage: Storage,
+    /// Replicas of the dead-letter stream (default 1).
+    pub replicas: usize,
+    /// Oldest dead letter kept; `0s` (the default) keeps them until handled.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
 }
 
 impl Default for DeadLetterSettings {
     fn default() -> Self {
         DeadLetterSettings {
-            stream_name: "CQC_EVENTS_DLQ".into(),
+            stream_name: "EVENTS_DLQ".into(),
             subject_prefix: "dlq".into(),
+            storage: Storage::File,
+            replicas: 1,
+            max_age: Duration::ZERO,
         }
     }
 }
@@ -265,7 +368,33 @@ impl DeadLetterSettings {
     }
 }
 
+/// The subjects of the CQC events stream: `cqc.events.v1.>`.
+pub const CQC_SUBJECTS: &str = "cqc.events.v1.>";
+
 impl EventBusConfig {
+    /// The CQC conventions on top of the defaults: stream `CQC_EVENTS` capturing
+    /// `cqc.events.v1.>`, dead letters in `CQC_EVENTS_DLQ`. What the `cqc` crate's services and
+    /// the examples use; the Go services of that ecosystem use the same subjects.
+    ///
+    /// ```
+    /// let config = bus::EventBusConfig::cqc();
+    /// assert_eq!(config.stream_name, "CQC_EVENTS");
+    /// assert_eq!(config.stream.subjects, ["cqc.events.v1.>"]);
+    /// assert_eq!(config.dead_letter.stream_name, "CQC_EVENTS_DLQ");
+    /// ```
+    pub fn cqc() -> Self {
+        Self::default().with_cqc_conventions()
+    }
+
+    /// This configuration with the CQC stream names and subjects (see [`cqc`](Self::cqc)),
+    /// everything else kept: `EventBusConfig::jetstream(urls).with_cqc_conventions()`.
+    pub fn with_cqc_conventions(mut self) -> Self {
+        self.stream_name = "CQC_EVENTS".into();
+        self.stream.subjects = vec![CQC_SUBJECTS.into()];
+        self.dead_letter.stream_name = "CQC_EVENTS_DLQ".into();
+        self
+    }
+
     /// A configuration for the in-memory backend with defaults.
     pub fn memory() -> Self {
         Self::default()
@@ -375,7 +504,7 @@ mod tests {
             c.tls.unwrap().ca_file.unwrap(),
             PathBuf::from("/etc/ca.pem")
         );
-        assert_eq!(c.stream_name, "CQC_EVENTS");
+        assert_eq!(c.stream_name, "EVENTS");
         assert!(!format!("{:?}", c.auth).contains("s3cret"));
     }
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy};
+use async_nats::jetstream::{Context, ErrorCode};
 use serde_json::json;
 
 use super::api::{self, ApiError};
@@ -119,15 +119,39 @@ pub(crate) async fn ensure_consumer(
         .await
         .map_err(|e| {
             use async_nats::jetstream::stream::ConsumerErrorKind;
+            let advice = match e.kind() {
+                ConsumerErrorKind::JetStream(js_error) => work_queue_advice(js_error.error_code()),
+                _ => None,
+            };
             Error::Backend {
                 context: format!(
-                    "creating durable consumer `{durable}` on stream `{stream}` failed (the \
-                     server's reason follows)"
+                    "creating durable consumer `{durable}` on stream `{stream}` failed{}",
+                    advice.unwrap_or(" (the server's reason follows)")
                 ),
                 retryable: matches!(e.kind(), ConsumerErrorKind::TimedOut),
                 source: Box::new(e),
             }
         })
+}
+
+/// What to do when a `workqueue` stream refuses a consumer: it gives each message to one
+/// consumer only, so groups cannot share its subjects.
+fn work_queue_advice(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE | ErrorCode::CONSUMER_WQ_MULTIPLE_UNFILTERED => {
+            Some(
+                ": the stream has `workqueue` retention, where each event goes to one consumer \
+                 only, and another group already consumes subjects this filter overlaps. Several \
+                 groups on overlapping filters need `limits` or `interest` retention \
+                 (`stream.retention`, BUS_STREAM_RETENTION); on a work queue, share one group",
+            )
+        }
+        ErrorCode::CONSUMER_WQ_CONSUMER_NOT_DELIVER_ALL => Some(
+            ": the stream has `workqueue` retention, whose consumers must start at the first \
+             stored event",
+        ),
+        _ => None,
+    }
 }
 
 fn differences(old: &pull::Config, new: &pull::Config) -> Vec<String> {
