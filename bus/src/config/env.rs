@@ -28,6 +28,7 @@ impl EventBusConfig {
     /// | `BUS_BACKOFF` | `consumer.backoff` | `1s,5s,30s` |
     /// | `BUS_CONCURRENCY` | `consumer.concurrency` | `16` |
     /// | `BUS_HANDLER_TIMEOUT` | `consumer.handler_timeout` | `60s`, `off` |
+    /// | `BUS_START` | `consumer.start` | `new`, `all`, `last`, `sequence:42`, `time:2024-05-01T12:00:00Z` |
     /// | `BUS_STREAM_RETENTION` | `stream.retention` | `limits`, `interest`, `workqueue` |
     /// | `BUS_STREAM_MANAGEMENT` | `stream.management` | `create_or_verify`, `verify`, `none` |
     /// | `BUS_DLQ_STREAM_NAME`, `BUS_DLQ_SUBJECT_PREFIX` | `dead_letter.*` | |
@@ -146,6 +147,7 @@ impl EventBusConfig {
             &mut c.consumer.handler_timeout,
             parse_optional_duration,
         )?;
+        env.parse("BUS_START", &mut c.consumer.start, |v| v.parse())?;
         env.string("BUS_DLQ_STREAM_NAME", &mut c.dead_letter.stream_name);
         env.string("BUS_DLQ_SUBJECT_PREFIX", &mut c.dead_letter.subject_prefix);
         env.parse("BUS_DLQ_STORAGE", &mut c.dead_letter.storage, |v| {

@@ -71,6 +71,7 @@ pub enum BackendKind {
 /// | `consumer.backoff` | `1s, 5s, 30s` |
 /// | `consumer.concurrency` | `16` |
 /// | `consumer.handler_timeout` | `60s` |
+/// | `consumer.start` | `new` (see [`StartPosition`]) |
 /// | `dead_letter.stream_name` | `EVENTS_DLQ` |
 /// | `dead_letter.subject_prefix` | `dlq` |
 /// | `dead_letter.storage` | `file` |
@@ -214,7 +215,8 @@ pub enum Retention {
     /// and a new group finds only what the existing groups have not yet acknowledged.
     Interest,
     /// Removed as soon as one consumer acknowledges it: a work queue. Only one group can consume
-    /// a subject; a second group whose filter overlaps another's is refused by the server.
+    /// a subject; a second group whose filter overlaps another's is refused with an error that
+    /// says so. Its groups start at the first stored event (`start = new` becomes `all`).
     #[serde(alias = "work_queue")]
     WorkQueue,
 }
@@ -287,6 +289,95 @@ impl Default for StreamSettings {
     }
 }
 
+/// Where a new group starts reading the stream: a new durable consumer's `deliver_policy`.
+///
+/// It applies when the group's consumer is created; an existing consumer keeps its position.
+/// Written `all`, `new`, `last`, `sequence:42` or `time:2024-05-01T12:00:00Z` (RFC 3339) in a
+/// configuration file, `BUS_START` and `#[event_handler(start = "...")]`.
+///
+/// The default is `new`: a group added to a running system does not replay history. Go's
+/// nats.go `PullSubscribe` starts at the beginning (`all`); set `all` to do the same, for
+/// instance for a group that must see events stored before it was deployed.
+///
+/// The memory backend keeps no history, so it accepts only `new` and refuses the others with
+/// an error (rather than starting somewhere else silently).
+///
+/// ```
+/// use bus::config::StartPosition;
+/// assert_eq!("all".parse::<StartPosition>().unwrap(), StartPosition::All);
+/// assert_eq!("sequence:42".parse::<StartPosition>().unwrap(), StartPosition::Sequence(42));
+/// assert!("tomorrow".parse::<StartPosition>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartPosition {
+    /// Every event the stream holds.
+    All,
+    /// Only events published after the group's consumer is created (the default).
+    #[default]
+    New,
+    /// The last event the stream holds on the filter, then everything after it.
+    Last,
+    /// From this stream sequence on.
+    Sequence(u64),
+    /// From the first event stored at or after this time.
+    Time(std::time::SystemTime),
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let expected = "expected `all`, `new`, `last`, `sequence:N` (N >= 1) or \
+                        `time:RFC3339` (e.g. `time:2024-05-01T12:00:00Z`)";
+        match s.to_ascii_lowercase().as_str() {
+            "all" => return Ok(StartPosition::All),
+            "new" => return Ok(StartPosition::New),
+            "last" => return Ok(StartPosition::Last),
+            _ => {}
+        }
+        if let Some(n) = s.strip_prefix("sequence:") {
+            return match n.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(StartPosition::Sequence(n)),
+                _ => Err(format!("`{s}`: {expected}")),
+            };
+        }
+        if let Some(t) = s.strip_prefix("time:") {
+            return humantime::parse_rfc3339_weak(t.trim())
+                .map(StartPosition::Time)
+                .map_err(|e| format!("`{s}`: {e}; {expected}"));
+        }
+        Err(format!("`{s}`: {expected}"))
+    }
+}
+
+impl fmt::Display for StartPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartPosition::All => f.write_str("all"),
+            StartPosition::New => f.write_str("new"),
+            StartPosition::Last => f.write_str("last"),
+            StartPosition::Sequence(n) => write!(f, "sequence:{n}"),
+            StartPosition::Time(t) => write!(f, "time:{}", humantime::format_rfc3339(*t)),
+        }
+    }
+}
+
+impl Serialize for StartPosition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StartPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Default delivery settings of subscriptions; a handler may override them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -304,11 +395,14 @@ pub struct ConsumerSettings {
     /// whole `drain_timeout` for it). Set it above what `Retry` and `Timeout` middleware need.
     #[serde(with = "optional_duration")]
     pub handler_timeout: Option<Duration>,
+    /// Where a new group starts (default `new`); see [`StartPosition`].
+    pub start: StartPosition,
 }
 
 impl Default for ConsumerSettings {
     fn default() -> Self {
         ConsumerSettings {
+            start: StartPosition::New,
             backoff: vec![
                 Duration::from_secs(1),
                 Duration::from_secs(5),

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::api::{self, ApiError};
 use crate::Error;
+use crate::config::StartPosition;
 use crate::delivery::DeliverySettings;
 
 /// The durable consumer name of subscription group `group` on `filter`.
@@ -36,6 +37,21 @@ pub fn durable_name(group: &str, filter: &str) -> Result<String, Error> {
     Ok(bus_names::durable_name(group, filter))
 }
 
+/// The `deliver_policy` of a start position.
+fn deliver_policy(start: StartPosition) -> DeliverPolicy {
+    match start {
+        StartPosition::All => DeliverPolicy::All,
+        StartPosition::New => DeliverPolicy::New,
+        StartPosition::Last => DeliverPolicy::Last,
+        StartPosition::Sequence(start_sequence) => {
+            DeliverPolicy::ByStartSequence { start_sequence }
+        }
+        StartPosition::Time(t) => DeliverPolicy::ByStartTime {
+            start_time: t.into(),
+        },
+    }
+}
+
 /// The server-side consumer configuration of a subscription.
 pub(crate) fn consumer_config(
     durable: &str,
@@ -46,7 +62,7 @@ pub(crate) fn consumer_config(
     pull::Config {
         durable_name: Some(durable.to_owned()),
         description: Some(format!("bus group `{group}` on `{filter}`")),
-        deliver_policy: DeliverPolicy::New,
+        deliver_policy: deliver_policy(s.start),
         ack_policy: AckPolicy::Explicit,
         ack_wait: s.ack_wait,
         max_deliver: i64::from(s.max_deliver),

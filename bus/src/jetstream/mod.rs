@@ -239,8 +239,19 @@ impl JetStreamBus {
             &inner.capture,
             inner.closing.load(Ordering::Acquire),
         )?;
-        let durable = bus_names::durable_name(&checked.group, &sub.filter);
-        let settings = DeliverySettings::new(&sub.options, &inner.config);
+        let durable = match &sub.options.durable {
+            Some(name) => name.clone(),
+            None => bus_names::durable_name(&checked.group, &sub.filter),
+        };
+        let mut settings = DeliverySettings::new(&sub.options, &inner.config);
+        // A work queue hands out what it stores, so its consumers start at the first stored
+        // event (the server refuses any other start).
+        if inner.config.stream.retention == crate::config::Retention::WorkQueue
+            && checked.stream == inner.config.stream_name
+            && settings.start == crate::config::StartPosition::New
+        {
+            settings.start = crate::config::StartPosition::All;
+        }
         let config = consumers::consumer_config(&durable, &checked.group, &sub.filter, &settings);
         consumers::ensure_consumer(
             &inner.js,
