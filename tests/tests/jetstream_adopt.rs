@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bus::config::{Retention, StartPosition, StreamManagement};
 use bus::testing::NatsServer;
-use bus::{Error, Event, EventBus, EventBusConfig, HandlerError, Subscription};
+use bus::{Delivery, Error, Event, EventBus, EventBusConfig, HandlerError, Subscription};
 use prost::Message;
 use serde_json::json;
 use tests::Recorder;
@@ -205,6 +205,24 @@ async fn a_bound_durable_continues_where_the_go_consumer_stopped() {
         (60..100).collect::<Vec<_>>(),
         "nothing the Go service acked comes again"
     );
+
+    // No `Nats-Msg-Id` on these: a typed handler's delivery gives the payload's `event_id`.
+    let ids = Recorder::new();
+    let r = Arc::clone(&ids);
+    bus.subscribe(
+        Subscription::new("ids", Ping::TOPIC)
+            .start(StartPosition::All)
+            .handler(move |e: Ping, d: Delivery| {
+                r.push((e.seq, d.event_id().map(str::to_owned)));
+                async { Ok::<_, HandlerError>(()) }
+            }),
+    )
+    .await
+    .unwrap();
+    ids.wait_for(100, WAIT).await;
+    for (seq, id) in ids.items() {
+        assert_eq!(id, Some(format!("ping-{seq}")));
+    }
     bus.close().await.unwrap();
 }
 

@@ -11,7 +11,8 @@
 //! therefore slow down but never deadlock the bus.
 //!
 //! Differences from JetStream, by design: nothing survives the process; a subscription receives
-//! events published after it subscribed (there is no stored history to replay); a publish with a
+//! events published after it subscribed (there is no stored history to replay, so a start
+//! position other than `new` and binding to a durable consumer are errors); a publish with a
 //! `Nats-Msg-Id` seen before is not deduplicated; on `close()` redeliveries still waiting for
 //! their delay and events still queued are discarded (and logged). Dead letters are delivered to
 //! subscribers of the dead-letter subjects and also kept, the latest
