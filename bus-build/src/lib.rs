@@ -26,6 +26,13 @@
 //! }
 //! ```
 //!
+//! # One dependency
+//!
+//! The generated code names `prost` as `::bus::__private::prost` and the well-known types
+//! (`google.protobuf.Timestamp`, ...) as `::bus::prost_types`, so the crate that includes it
+//! depends on `bus` alone (plus `bus-build` to build): no `prost` or `prost-types` in its
+//! `Cargo.toml`. Its own code reaches them as `bus::prost` and `bus::prost_types`.
+//!
 //! # Which messages are events
 //!
 //! By default, every top-level message of a package with an `events` segment
