@@ -426,6 +426,31 @@ impl Inner {
     }
 }
 
+/// The memory backend keeps no history and has no consumers: a start position other than
+/// `new`, or binding to a durable consumer, would silently mean something else, so they are
+/// errors that say so.
+fn refuse_what_memory_cannot_do(
+    sub: &Subscription,
+    settings: &DeliverySettings,
+) -> Result<(), Error> {
+    if settings.start != crate::config::StartPosition::New {
+        return Err(Error::Config(format!(
+            "subscription `{}`: start = `{}` needs stored events, and the memory backend keeps \
+             none (a new group sees events published after it); use `new` on memory (the \
+             default), or JetStream",
+            sub.name, settings.start
+        )));
+    }
+    if let Some(durable) = &sub.options.durable {
+        return Err(Error::Config(format!(
+            "subscription `{}`: binding to durable consumer `{durable}` needs JetStream; the \
+             memory backend has no consumers to take over",
+            sub.name
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,29 +481,4 @@ mod tests {
         }
         bus.close().await.unwrap();
     }
-}
-
-/// The memory backend keeps no history and has no consumers: a start position other than
-/// `new`, or binding to a durable consumer, would silently mean something else, so they are
-/// errors that say so.
-fn refuse_what_memory_cannot_do(
-    sub: &Subscription,
-    settings: &DeliverySettings,
-) -> Result<(), Error> {
-    if settings.start != crate::config::StartPosition::New {
-        return Err(Error::Config(format!(
-            "subscription `{}`: start = `{}` needs stored events, and the memory backend keeps \
-             none (a new group sees events published after it); use `new` on memory (the \
-             default), or JetStream",
-            sub.name, settings.start
-        )));
-    }
-    if let Some(durable) = &sub.options.durable {
-        return Err(Error::Config(format!(
-            "subscription `{}`: binding to durable consumer `{durable}` needs JetStream; the \
-             memory backend has no consumers to take over",
-            sub.name
-        )));
-    }
-    Ok(())
 }
