@@ -262,6 +262,9 @@ pub(crate) fn package(package: &str, events: &[EventSpec]) -> TokenStream {
             ) -> ::core::result::Result<Self, ::bus::__private::HandlerError> {
                 ::bus::__private::from_message(&REGISTRY, msg)
             }
+            fn payload_event_id(&self) -> ::core::option::Option<&str> {
+                self.event_id()
+            }
         }
 
         #[doc = #registry_doc]

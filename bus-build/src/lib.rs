@@ -26,11 +26,32 @@
 //! }
 //! ```
 //!
+//! # One dependency
+//!
+//! The generated code names `prost` as `::bus::__private::prost` and the well-known types
+//! (`google.protobuf.Timestamp`, ...) as `::bus::prost_types`, so the crate that includes it
+//! depends on `bus` alone (plus `bus-build` to build): no `prost` or `prost-types` in its
+//! `Cargo.toml`. Its own code reaches them as `bus::prost` and `bus::prost_types`.
+//!
 //! # Which messages are events
 //!
 //! By default, every top-level message of a package with an `events` segment
-//! (`cqc.events.v1`). [`Builder::event_packages`] and [`Builder::event_messages`] replace that
-//! rule with explicit lists. A message with the `(bus.topic)` option is always an event.
+//! (`cqc.events.v1`), except one that is the type of a field of another message: a helper such
+//! as `Address`, used only inside events, is not an event itself. [`Builder::event_packages`]
+//! replaces the package rule with a list (the helper exception still applies);
+//! [`Builder::event_messages`] names events outright. A message with the `(bus.topic)` option, or
+//! named by `event_messages`, is always an event, even when other messages use it as a field.
+//!
+//! The build says which messages it made events: `{out_dir}/bus-events.txt` lists each event with
+//! its topic, and each message of an event package it left out with the reason. At run time,
+//! `REGISTRY.iter()` of the generated package lists them.
+//!
+//! # Rust names and topics
+//!
+//! The Rust type of a message is prost's: `UpperCamelCase` with acronyms lowered, so
+//! `GPSPingV2Received` becomes `GpsPingV2Received`. Its topic keeps the acronym together:
+//! `snake_case("GPSPingV2Received")` is `gps_ping_v2_received`, and the topic constant
+//! `GPS_PING_V2_RECEIVED`.
 //!
 //! # Topics
 //!
@@ -63,7 +84,7 @@
 //! with payload schemas and headers, dead-letter channels, servers, and operations when told);
 //! see [`asyncapi`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -82,6 +103,15 @@ pub const OPTIONS_PROTO: &str = include_str!("../proto/bus/options.proto");
 
 /// The import name of [`OPTIONS_PROTO`].
 pub const OPTIONS_PROTO_NAME: &str = "bus/options.proto";
+
+/// Where generated code finds `prost`: re-exported by `bus`, so the user's crate needs no
+/// `prost` dependency of its own.
+const PROST_PATH: &str = "::bus::__private::prost";
+
+/// Where generated code finds the well-known types (`google.protobuf.Timestamp`, ...):
+/// `prost-types`, re-exported by `bus` (publicly: prost-build rewrites an extern path segment
+/// to snake case, which would turn `__private` into `private`).
+const PROST_TYPES_PATH: &str = "::bus::prost_types";
 
 /// The full name of the topic option extension.
 const TOPIC_OPTION: &str = "bus.topic";
@@ -135,7 +165,9 @@ impl std::fmt::Debug for Builder {
 impl Builder {
     /// Uses `config` for message generation: extern paths, type and field attributes, `bytes`
     /// fields, everything prost-build offers. Output location and formatting are `bus-build`'s:
-    /// the config's `out_dir`, `include_file` and `format` settings are not used.
+    /// the config's `out_dir`, `include_file` and `format` settings are not used; and its
+    /// `prost_path` and `prost_types_path` are replaced by `::bus::__private::prost` and
+    /// `::bus::prost_types`, so the generated code needs no dependency but `bus`.
     pub fn prost_config(mut self, config: prost_build::Config) -> Self {
         self.prost = Some(config);
         self
@@ -271,8 +303,10 @@ impl Builder {
             }
             None => None,
         };
+        let report = events_report(&compiler.descriptor_pool(), &events);
         let modules = self.generate(fds, &events)?;
         write_modules(&out_dir, modules)?;
+        write_if_changed(&out_dir.join(EVENTS_REPORT), report.as_bytes())?;
         for (name, bytes) in descriptor_sets {
             write_if_changed(&out_dir.join(name), &bytes)?;
         }
@@ -327,6 +361,7 @@ impl Builder {
         includes: &[PathBuf],
     ) -> io::Result<BTreeMap<String, Vec<codegen::EventSpec>>> {
         let topic_ext = pool.get_extension_by_name(TOPIC_OPTION);
+        let field_types = field_types(pool);
         let mut events: BTreeMap<String, Vec<codegen::EventSpec>> = BTreeMap::new();
         let mut owners = TopicOwners::new();
         let mut errors = Vec::new();
@@ -336,7 +371,7 @@ impl Builder {
                 let explicit = topic_ext
                     .as_ref()
                     .and_then(|ext| topic_option(&message, ext));
-                if !self.is_event(&message, explicit.is_some()) {
+                if !self.is_event(&message, explicit.is_some(), &field_types) {
                     continue;
                 }
                 let topic = self
@@ -363,21 +398,27 @@ impl Builder {
         }
     }
 
-    /// Whether `message` is an event: one with a `(bus.topic)` option always is; otherwise the
-    /// builder's [`event_packages`](Self::event_packages) and
-    /// [`event_messages`](Self::event_messages) decide or, when both are empty, whether its
-    /// package has an `events` segment.
-    fn is_event(&self, message: &prost_reflect::MessageDescriptor, has_topic_option: bool) -> bool {
-        if has_topic_option {
+    /// Whether `message` is an event: one with a `(bus.topic)` option or named by
+    /// [`event_messages`](Self::event_messages) always is; otherwise one of an event package
+    /// ([`event_packages`](Self::event_packages), or, when both lists are empty, a package with
+    /// an `events` segment) is, unless it is the type of a field of another message
+    /// (`field_types`): such a helper (`Address`) is a part of events, not an event.
+    fn is_event(
+        &self,
+        message: &prost_reflect::MessageDescriptor,
+        has_topic_option: bool,
+        field_types: &HashSet<String>,
+    ) -> bool {
+        if has_topic_option || self.event_messages.iter().any(|m| m == message.full_name()) {
             return true;
         }
         let package = message.package_name();
-        if self.event_packages.is_empty() && self.event_messages.is_empty() {
+        let in_event_package = if self.event_packages.is_empty() && self.event_messages.is_empty() {
             package.split('.').any(|segment| segment == "events")
         } else {
             self.event_packages.iter().any(|p| p == package)
-                || self.event_messages.iter().any(|m| m == message.full_name())
-        }
+        };
+        in_event_package && !field_types.contains(message.full_name())
     }
 
     /// The topic of the event `message`, and where it comes from: its `(bus.topic)` option
@@ -427,6 +468,10 @@ impl Builder {
     ) -> io::Result<HashMap<prost_build::Module, String>> {
         let mut config = self.prost.unwrap_or_default();
         config.format(false);
+        // The user's crate depends on `bus` only: generated code reaches prost and the
+        // well-known types through it.
+        config.prost_path(PROST_PATH);
+        config.prost_types_path(PROST_TYPES_PATH);
         let requests = fds
             .file
             .into_iter()
@@ -446,6 +491,46 @@ impl Builder {
         }
         Ok(modules)
     }
+}
+
+/// The file, in the output directory, that says which messages became events.
+pub const EVENTS_REPORT: &str = "bus-events.txt";
+
+/// The text of [`EVENTS_REPORT`]: every event with its topic, then every message of a package
+/// with events that is not one, and why.
+fn events_report(
+    pool: &prost_reflect::DescriptorPool,
+    events: &BTreeMap<String, Vec<codegen::EventSpec>>,
+) -> String {
+    let field_types = field_types(pool);
+    let mut out = String::from("# Events generated by bus-build: full name -> topic\n");
+    for event in events.values().flatten() {
+        let _ = writeln!(out, "event {} -> {}", event.full_name(), event.topic());
+    }
+    for file in pool.files().filter(is_user_file) {
+        let Some(package_events) = events.get(file.package_name()) else {
+            continue;
+        };
+        for message in file.messages() {
+            if !package_events
+                .iter()
+                .any(|e| e.full_name() == message.full_name())
+            {
+                let why = if field_types.contains(message.full_name()) {
+                    "the type of a field of another message (a helper)"
+                } else {
+                    "not in `event_packages` nor `event_messages`"
+                };
+                let _ = writeln!(
+                    out,
+                    "not an event {}: {why}; `option (bus.topic)` or \
+                     `Builder::event_messages` makes it one",
+                    message.full_name()
+                );
+            }
+        }
+    }
+    out
 }
 
 /// The [`Schema`] of the events found.
@@ -484,6 +569,26 @@ impl TopicOrigin {
 
 /// The events that have a topic so far: topic -> (full name, file name) of its event.
 type TopicOwners = HashMap<String, (String, String)>;
+
+/// The full names of the messages that are the type of a field of some message of a user file
+/// (nested messages included; map entries count through their value type).
+fn field_types(pool: &prost_reflect::DescriptorPool) -> HashSet<String> {
+    let mut used = HashSet::new();
+    let mut stack: Vec<prost_reflect::MessageDescriptor> = pool
+        .files()
+        .filter(is_user_file)
+        .flat_map(|f| f.messages().collect::<Vec<_>>())
+        .collect();
+    while let Some(message) = stack.pop() {
+        for field in message.fields() {
+            if let prost_reflect::Kind::Message(ty) = field.kind() {
+                used.insert(ty.full_name().to_owned());
+            }
+        }
+        stack.extend(message.child_messages());
+    }
+    used
+}
 
 /// Whether `file` may hold events: everything but the well-known types and `bus/options.proto`.
 fn is_user_file(file: &prost_reflect::FileDescriptor) -> bool {

@@ -42,12 +42,12 @@ pub struct Global {
 }
 
 impl Global {
-    /// The configuration: the file's (or the defaults), then the `BUS_*` environment, then
+    /// The configuration: the file's (or the CQC preset, `EventBusConfig::cqc()`), then the `BUS_*` environment, then
     /// `--server`.
     pub(crate) fn config(&self) -> Result<EventBusConfig, Error> {
         let base = match &self.config {
             Some(path) => read_config(path)?,
-            None => EventBusConfig::default(),
+            None => EventBusConfig::cqc(),
         };
         let mut config = base.with_env()?;
         if !self.servers.is_empty() {

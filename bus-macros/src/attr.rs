@@ -38,6 +38,8 @@ mod kw {
     syn::custom_keyword!(multiplier);
     syn::custom_keyword!(jitter);
     syn::custom_keyword!(level);
+    syn::custom_keyword!(start);
+    syn::custom_keyword!(durable);
 }
 
 /// The valid top-level arguments, as listed in "unknown argument" errors.
@@ -45,7 +47,7 @@ const VALID_ARGS: &str = "`topic = ..`, `group = \"..\"`, `retry(attempts = N, .
     `timeout = \"30s\"`, `recovery`, `logging`, `logging(level = \"debug\")`, `metrics`, \
     `error_handler = path`, `concurrency = N`, `ordered`, `ordered_by = field`, \
     `ordered_by_header = \"..\"`, `max_deliver = N`, \
-    `backoff = [\"1s\", \"5s\"]`, `crate = \"..\"`";
+    `backoff = [\"1s\", \"5s\"]`, `start = \"all\"`, `durable = \"..\"`, `crate = \"..\"`";
 
 const VALID_RETRY_ARGS: &str = "`attempts = N`, `initial_delay = \"100ms\"`, \
     `max_delay = \"10s\"`, `multiplier = 2.0`, `jitter = 0.2`";
@@ -102,6 +104,54 @@ pub(crate) struct Config {
     pub(crate) ordered_by: Option<OrderKey>,
     pub(crate) max_deliver: Option<u32>,
     pub(crate) backoff: Option<Vec<DurationLit>>,
+    pub(crate) start: Option<StartLit>,
+    pub(crate) durable: Option<LitStr>,
+}
+
+/// A start position, parsed at compile time: `start = "all"`.
+#[derive(Clone)]
+pub(crate) struct StartLit {
+    pub(crate) value: Start,
+    pub(crate) span: Span,
+}
+
+/// The start positions `bus::config::StartPosition` has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    All,
+    New,
+    Last,
+    Sequence(u64),
+    /// Since the Unix epoch.
+    Time(Duration),
+}
+
+const VALID_STARTS: &str = "\"all\", \"new\", \"last\", \"sequence:N\" (N >= 1) or \
+    \"time:RFC3339\" (e.g. \"time:2024-05-01T12:00:00Z\")";
+
+impl Start {
+    /// The start position written `text`, as `StartPosition::from_str` reads it.
+    pub(crate) fn parse(text: &str) -> Option<Start> {
+        let text = text.trim();
+        match text.to_ascii_lowercase().as_str() {
+            "all" => return Some(Start::All),
+            "new" => return Some(Start::New),
+            "last" => return Some(Start::Last),
+            _ => {}
+        }
+        if let Some(n) = text.strip_prefix("sequence:") {
+            return n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(Start::Sequence);
+        }
+        let time = humantime::parse_rfc3339_weak(text.strip_prefix("time:")?.trim()).ok()?;
+        time.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(Start::Time)
+    }
 }
 
 /// How events are ordered by key.
@@ -128,6 +178,8 @@ enum ArgValue {
     OrderedBy(OrderKey),
     MaxDeliver(u32),
     Backoff(Vec<DurationLit>),
+    Start(StartLit),
+    Durable(LitStr),
     Crate(syn::Path),
 }
 
@@ -164,6 +216,8 @@ impl Config {
             ordered_by: None,
             max_deliver: None,
             backoff: None,
+            start: None,
+            durable: None,
         };
         let mut concurrency_key = None;
         let mut ordered_by_key = None;
@@ -189,6 +243,8 @@ impl Config {
                 }
                 ArgValue::MaxDeliver(n) => config.max_deliver = Some(n),
                 ArgValue::Backoff(b) => config.backoff = Some(b),
+                ArgValue::Start(start) => config.start = Some(start),
+                ArgValue::Durable(d) => config.durable = Some(d),
                 ArgValue::Crate(p) => config.krate = p,
             }
         }
@@ -298,6 +354,10 @@ fn parse_arg(cx: &Ctxt, input: ParseStream<'_>) -> syn::Result<Arg> {
         max_deliver(input)
     } else if lookahead.peek(kw::backoff) {
         backoff(cx, input)
+    } else if lookahead.peek(kw::start) {
+        start(input)
+    } else if lookahead.peek(kw::durable) {
+        durable(input)
     } else if lookahead.peek(Token![crate]) {
         krate(input)
     } else {
@@ -507,6 +567,56 @@ fn max_deliver(input: ParseStream<'_>) -> syn::Result<Arg> {
     Ok(Arg {
         key,
         value: ArgValue::MaxDeliver(n),
+    })
+}
+
+/// `start = "all"`: where a new group starts, checked as `StartPosition` parses it.
+fn start(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::start>(input)?;
+    eq(input, "start", "`start = \"all\"`")?;
+    let lit: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            format!("expected the start position as a string literal: {VALID_STARTS}"),
+        )
+    })?;
+    let Some(value) = Start::parse(&lit.value()) else {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid start position {:?}: expected {VALID_STARTS}",
+                lit.value()
+            ),
+        ));
+    };
+    Ok(Arg {
+        key,
+        value: ArgValue::Start(StartLit {
+            value,
+            span: lit.span(),
+        }),
+    })
+}
+
+/// `durable = "risk"`: bind to an existing durable consumer, named by the group rule.
+fn durable(input: ParseStream<'_>) -> syn::Result<Arg> {
+    let key = key::<kw::durable>(input)?;
+    eq(input, "durable", "`durable = \"risk\"`")?;
+    let lit: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the durable consumer's name as a string literal: `durable = \"risk\"`",
+        )
+    })?;
+    if let Err(e) = bus_names::check_group(&lit.value()) {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("invalid durable name {:?}: {}", lit.value(), e.reason()),
+        ));
+    }
+    Ok(Arg {
+        key,
+        value: ArgValue::Durable(lit),
     })
 }
 

@@ -21,7 +21,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, Ident, ItemFn, Type};
 
-use crate::attr::{Config, DurationLit, Layer, OrderKey, RetryArgs, TopicArg};
+use crate::attr::{Config, DurationLit, Layer, OrderKey, RetryArgs, Start, StartLit, TopicArg};
 use crate::ctxt::Ctxt;
 use crate::signature::{Extra, HandlerSig};
 
@@ -238,9 +238,29 @@ fn settings_tokens(config: &Config) -> TokenStream {
         let delays = delays.iter().map(duration_tokens);
         quote!(.backoff(::std::vec![#(#delays),*]))
     });
+    let start = config.start.as_ref().map(|s| start_tokens(krate, s));
+    let durable = config.durable.as_ref().map(|d| quote!(.durable(#d)));
     quote! {
-        #group #(.layer(#layers))* #concurrency #ordered #max_deliver #backoff
+        #group #(.layer(#layers))* #concurrency #ordered #max_deliver #backoff #start #durable
     }
+}
+
+/// `.start(StartPosition::..)` for `start = "..."`, parsed at compile time.
+fn start_tokens(krate: &syn::Path, start: &StartLit) -> TokenStream {
+    let position = quote_spanned!(start.span=> #krate::config::StartPosition);
+    let value = match start.value {
+        Start::All => quote!(#position::All),
+        Start::New => quote!(#position::New),
+        Start::Last => quote!(#position::Last),
+        Start::Sequence(n) => quote!(#position::Sequence(#n)),
+        Start::Time(since_epoch) => {
+            let (secs, nanos) = (since_epoch.as_secs(), since_epoch.subsec_nanos());
+            quote!(#position::Time(
+                ::std::time::UNIX_EPOCH + ::core::time::Duration::new(#secs, #nanos)
+            ))
+        }
+    };
+    quote!(.start(#value))
 }
 
 /// `.ordered_by(..)` for `ordered_by = field` (on the concrete event type, spanned at the field

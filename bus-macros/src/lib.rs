@@ -90,6 +90,8 @@ use proc_macro::TokenStream;
 /// | `ordered_by_header = "tenant"` | the same, by the value of a header |
 /// | `max_deliver = 5` | deliveries before a retryable failure is dead-lettered |
 /// | `backoff = ["1s", "5s", "30s"]` | server-side redelivery delays, the last repeats |
+/// | `start = "all"` | where a new group starts: `all`, `new` (the default), `last`, `sequence:N`, `time:RFC3339` (`bus::config::StartPosition`) |
+/// | `durable = "risk"` | bind to this existing durable consumer (JetStream), taking over its position |
 /// | `crate = "my_bus"` | the path of the runtime crate when it is renamed |
 ///
 /// Durations are string literals such as `"250ms"`, `"1s"`, `"2m"`, parsed at compile time.

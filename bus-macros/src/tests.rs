@@ -627,3 +627,40 @@ fn groups_follow_the_bus_names_table() {
         }
     }
 }
+
+#[test]
+fn start_and_durable_become_builder_calls() {
+    let file = expand_ok("start = \"all\", durable = \"risk\"", OK_FN);
+    let calls = Calls::of(&file);
+    let chain = calls.builder_chain();
+    assert_eq!(method_names(&chain), ["start", "durable", "handler"]);
+    assert_eq!(string(&chain[1].args[0]), "risk");
+    let start = &chain[0].args[0];
+    assert_eq!(
+        quote::quote!(#start).to_string().replace(' ', ""),
+        "::bus::config::StartPosition::All"
+    );
+    let file = expand_ok("start = \"sequence:42\"", OK_FN);
+    let calls = Calls::of(&file);
+    let chain = calls.builder_chain();
+    let start = &chain[0].args[0];
+    assert_eq!(
+        quote::quote!(#start).to_string().replace(' ', ""),
+        "::bus::config::StartPosition::Sequence(42u64)"
+    );
+    expand_ok("start = \"time:2024-05-01T12:00:00Z\"", OK_FN);
+}
+
+#[test]
+fn bad_start_and_durable_are_errors_that_list_what_is_valid() {
+    let errs = errors(&expand_str("start = \"tomorrow\"", OK_FN));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("invalid start position") && errs[0].contains("sequence:N"),
+        "{errs:?}"
+    );
+    let errs = errors(&expand_str("start = \"sequence:0\"", OK_FN));
+    assert!(errs[0].contains("invalid start position"), "{errs:?}");
+    let errs = errors(&expand_str("durable = \"risk.v2\"", OK_FN));
+    assert!(errs[0].contains("invalid durable name"), "{errs:?}");
+}

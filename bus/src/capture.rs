@@ -17,14 +17,21 @@ impl Capture {
         }
     }
 
-    /// The streams as configured: the events stream and the dead-letter stream.
+    /// The streams as configured: the dead-letter stream and the events stream. Events
+    /// `stream.subjects` left empty (the default, allowed on memory only) capture every topic
+    /// outside the dead-letter subjects.
     pub(crate) fn configured(config: &crate::EventBusConfig) -> Self {
+        let subjects = if config.stream.subjects.is_empty() {
+            vec![">".to_owned()]
+        } else {
+            config.stream.subjects.clone()
+        };
         Capture::new([
-            (config.stream_name.clone(), config.stream.subjects.clone()),
             (
                 config.dead_letter.stream_name.clone(),
                 vec![config.dead_letter.filter()],
             ),
+            (config.stream_name.clone(), subjects),
         ])
     }
 
@@ -53,7 +60,7 @@ mod tests {
 
     #[test]
     fn topics_and_filters() {
-        let c = Capture::configured(&crate::EventBusConfig::default());
+        let c = Capture::configured(&crate::EventBusConfig::cqc());
         assert_eq!(
             c.stream_of("cqc.events.v1.asset_created"),
             Some("CQC_EVENTS")
@@ -62,5 +69,16 @@ mod tests {
         assert_eq!(c.stream_of("dlq.cqc.events.v1.x"), Some("CQC_EVENTS_DLQ"));
         assert_eq!(c.stream_of("cqc.>"), None, "wider than any stream");
         assert_eq!(c.stream_of("other.topic"), None);
+    }
+
+    #[test]
+    fn default_subjects_capture_every_topic_but_dead_letters() {
+        let c = Capture::configured(&crate::EventBusConfig::default());
+        assert_eq!(
+            c.stream_of("acme.shipping.events.v1.parcel_shipped"),
+            Some("EVENTS")
+        );
+        assert_eq!(c.stream_of("acme.>"), Some("EVENTS"));
+        assert_eq!(c.stream_of("dlq.acme.x"), Some("EVENTS_DLQ"));
     }
 }

@@ -106,15 +106,17 @@ pub enum Error {
     Config(String),
     /// A stream exists with settings that differ from the configuration. Nothing was changed.
     #[error(
-        "stream `{stream}` exists with {setting} = {existing}, but the configuration says \
-         {configured}: change the configuration to match, or migrate the stream deliberately \
-         (the bus never resets an existing stream)"
+        "stream `{stream}` exists with `{setting}` ({variable}) = {existing}, but the \
+         configuration says {configured}: change the configuration to match, or migrate the \
+         stream deliberately (the bus never resets an existing stream)"
     )]
     StreamMismatch {
         /// The stream's name.
         stream: String,
-        /// The setting that differs.
+        /// The setting that differs, as its path in the configuration (`stream.retention`).
         setting: &'static str,
+        /// The environment variable of that setting (`BUS_STREAM_RETENTION`).
+        variable: &'static str,
         /// The stream's current value.
         existing: String,
         /// The configured value.

@@ -51,12 +51,23 @@ pub trait FromMessage: Sized + Send + 'static {
             delivery: delivery.clone(),
         })
     }
+
+    /// The id the decoded value carries in its payload, if any: what
+    /// [`Delivery::event_id`] gives for a message without a `Nats-Msg-Id` header. The provided
+    /// version has none; events give [`Event::event_id`].
+    fn payload_event_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<E: Event> FromMessage for E {
     const FULL_NAME: Option<&'static str> = Some(E::FULL_NAME);
     fn from_message(msg: &RawMessage) -> Result<Self, HandlerError> {
         Self::from_parts(&msg.payload, &msg.delivery)
+    }
+
+    fn payload_event_id(&self) -> Option<&str> {
+        Event::event_id(self)
     }
 
     fn from_parts(payload: &Bytes, delivery: &Delivery) -> Result<Self, HandlerError> {
@@ -143,14 +154,20 @@ impl<T, F, Args> Typed<T, F, Args> {
 impl<T: FromMessage, F: HandlerFn<T, Args>, Args: 'static> Handler for Typed<T, F, Args> {
     fn call(&self, msg: RawMessage) -> HandlerFuture {
         match T::from_message(&msg) {
-            Ok(value) => self.f.call(value, msg.delivery),
+            Ok(value) => {
+                let delivery = msg.delivery.with_payload_event_id(value.payload_event_id());
+                self.f.call(value, delivery)
+            }
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
 
     fn start(&self, payload: &Bytes, delivery: Delivery, slot: &mut HandlerSlot) {
         match T::from_parts(payload, &delivery) {
-            Ok(value) => self.f.call_in(value, delivery, slot),
+            Ok(value) => {
+                let delivery = delivery.with_payload_event_id(value.payload_event_id());
+                self.f.call_in(value, delivery, slot);
+            }
             Err(e) => slot.set(std::future::ready(Err(e))),
         }
     }

@@ -82,6 +82,14 @@ pub use crate::subscription::{
 pub use crate::topic::Topic;
 pub use bus_macros::event_handler;
 
+/// The `prost` crate the generated types are built on, so a crate that depends only on `bus`
+/// can name `bus::prost::Message` (to `encode_to_vec` an event, say).
+pub use prost;
+
+/// The protobuf well-known types (`Timestamp`, `Duration`, `Struct`, ...) as the generated types
+/// use them: `bus::prost_types::Timestamp` is the type of a `google.protobuf.Timestamp` field.
+pub use prost_types;
+
 /// Not public API: what generated code and macros refer to, through `::bus::__private`.
 #[doc(hidden)]
 pub mod __private {
@@ -93,6 +101,7 @@ pub mod __private {
     };
     pub use bytes::Bytes;
     pub use prost;
+    pub use prost_types;
     pub use tracing::Level;
     // What `bus-build` generated code names.
     pub use crate::registry::{DecodeError, EventDescriptor, Registry, from_message};

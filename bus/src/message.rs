@@ -23,6 +23,8 @@ pub struct Delivery {
     pub(crate) meta: Arc<Meta>,
     pub(crate) group: Arc<str>,
     pub(crate) attempt: u32,
+    /// The decoded event's own id, for a message without a `Nats-Msg-Id` header.
+    pub(crate) payload_event_id: Option<Arc<str>>,
 }
 
 impl Delivery {
@@ -45,6 +47,7 @@ impl Delivery {
             meta: Arc::new(meta),
             group: group.into(),
             attempt,
+            payload_event_id: None,
         }
     }
 
@@ -78,9 +81,29 @@ impl Delivery {
         self.meta.published
     }
 
-    /// The event id (the `Nats-Msg-Id` header), if the publisher set one.
+    /// The event's id: the `Nats-Msg-Id` header when the message has one, else, for a typed
+    /// handler, the id in the decoded event ([`Event::event_id`](crate::Event::event_id), its
+    /// `event_id` field).
+    ///
+    /// This bus always sends `Nats-Msg-Id` (the event's `event_id`, or a generated id for an
+    /// event without one). Publishers that send no headers, such as nats.go's `js.Publish`,
+    /// leave only the payload's id, which a typed handler still sees here; a `RawMessage`
+    /// handler, which decodes nothing, gets `None` for such a message.
     pub fn event_id(&self) -> Option<&str> {
-        self.meta.headers.get(headers::MSG_ID)
+        self.meta
+            .headers
+            .get(headers::MSG_ID)
+            .or(self.payload_event_id.as_deref())
+    }
+
+    /// This delivery, knowing the decoded event's own id `id` for when there is no header.
+    pub(crate) fn with_payload_event_id(mut self, id: Option<&str>) -> Self {
+        if let Some(id) = id
+            && self.meta.headers.get(headers::MSG_ID).is_none()
+        {
+            self.payload_event_id = Some(Arc::from(id));
+        }
+        self
     }
 
     /// The full protobuf type name (the `Bus-Event-Type` header), if the publisher set one.

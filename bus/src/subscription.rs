@@ -74,6 +74,12 @@ pub struct SubscribeOptions {
     /// The longest one delivery may run: `Some(Some(d))`, or `Some(None)` for no limit;
     /// `None` takes `consumer.handler_timeout` from the configuration.
     pub handler_timeout: Option<Option<Duration>>,
+    /// Where the group starts when its consumer is created; `None` takes `consumer.start`.
+    pub start: Option<crate::config::StartPosition>,
+    /// Bind to this existing durable consumer (JetStream) instead of the one the bus names
+    /// after the group and filter: to take over the position of a consumer another service
+    /// created (`PullSubscribe(subject, "risk")` in nats.go).
+    pub durable: Option<String>,
 }
 
 impl SubscribeOptions {
@@ -110,6 +116,14 @@ impl SubscribeOptions {
         {
             return bad(format!(
                 "handler_timeout {d:?} is out of range: give 1ms to 24h"
+            ));
+        }
+        if let Some(name) = &self.durable
+            && let Err(e) = bus_names::check_group(name)
+        {
+            return bad(format!(
+                "durable {name:?} is not a consumer name this bus can bind to: {}",
+                e.reason()
             ));
         }
         for d in self.backoff.iter().flatten() {
@@ -412,6 +426,24 @@ impl<T: FromMessage> SubscriptionBuilder<T> {
     /// and `close()` waits the whole `drain_timeout` for it).
     pub fn no_handler_timeout(mut self) -> Self {
         self.options.handler_timeout = Some(None);
+        self
+    }
+
+    /// Where the group starts reading when its consumer is created (overrides
+    /// `consumer.start`): [`StartPosition::All`](crate::config::StartPosition::All) replays
+    /// what the stream holds. An existing consumer keeps its position.
+    pub fn start(mut self, start: crate::config::StartPosition) -> Self {
+        self.options.start = Some(start);
+        self
+    }
+
+    /// Binds to the existing durable consumer `name` (JetStream) instead of the one named after
+    /// the group and filter, taking over its position: for a migration from a service that
+    /// created it (nats.go `PullSubscribe(subject, "risk")`). Its delivery settings are updated
+    /// to this subscription's, with a warning naming each change, and its start position is
+    /// kept; a missing one is created. The memory backend refuses it: it has no consumers.
+    pub fn durable(mut self, name: impl Into<String>) -> Self {
+        self.options.durable = Some(name.into());
         self
     }
 

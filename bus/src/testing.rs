@@ -220,9 +220,10 @@ impl NatsServer {
         &self.store
     }
 
-    /// A JetStream bus configuration pointing at this server.
+    /// A JetStream bus configuration pointing at this server, with the CQC conventions
+    /// ([`EventBusConfig::cqc`]).
     pub fn bus_config(&self) -> EventBusConfig {
-        EventBusConfig::jetstream([self.url()])
+        EventBusConfig::jetstream([self.url()]).with_cqc_conventions()
     }
 
     /// Whether the process runs.
@@ -588,10 +589,12 @@ impl NatsCluster {
         self.nodes.is_empty()
     }
 
-    /// A JetStream bus configuration with every node's URL and `replicas` stream replicas.
+    /// A JetStream bus configuration with every node's URL, `replicas` replicas of both
+    /// streams and the CQC conventions ([`EventBusConfig::cqc`]).
     pub fn bus_config(&self, replicas: usize) -> EventBusConfig {
-        let mut c = EventBusConfig::jetstream(self.urls());
+        let mut c = EventBusConfig::jetstream(self.urls()).with_cqc_conventions();
         c.stream.replicas = replicas;
+        c.dead_letter.replicas = replicas;
         c
     }
 

@@ -20,16 +20,33 @@ use std::marker::PhantomData;
 
 use crate::Error;
 
-/// Prefix of the CQC event topics: `cqc.events.v1.`.
+/// Prefix of the CQC event topics: `cqc.events.v1.`. The CQC convention, like
+/// [`topic_name`] and [`parse_event_type`]; events of other packages know their topic
+/// (`E::TOPIC`), and [`topic_in`] builds one for any package.
 pub const DEFAULT_PREFIX: &str = "cqc.events.v1.";
 
 /// The topic of event type `event_type` in the CQC namespace: `cqc.events.v1.{event_type}`.
+/// For another package use [`topic_in`].
 ///
 /// ```
 /// assert_eq!(bus::topic::topic_name("price_updated"), "cqc.events.v1.price_updated");
 /// ```
 pub fn topic_name(event_type: &str) -> String {
     format!("{DEFAULT_PREFIX}{event_type}")
+}
+
+/// The default topic of event type `event_type` in protobuf package `package`:
+/// `{package}.{event_type}`, as `bus-build` names topics.
+///
+/// ```
+/// use bus::topic::{snake_case, topic_in};
+/// assert_eq!(
+///     topic_in("acme.shipping.events.v1", &snake_case("GPSPingV2Received")),
+///     "acme.shipping.events.v1.gps_ping_v2_received"
+/// );
+/// ```
+pub fn topic_in(package: &str, event_type: &str) -> String {
+    format!("{}.{event_type}", package.trim_end_matches('.'))
 }
 
 /// The event type part of a CQC topic: `cqc.events.v1.price_updated` gives `price_updated`.

@@ -455,7 +455,7 @@ pub async fn run(json: bool, url: Option<String>) {
         None => Some(NatsServer::start().await),
     };
     let url = url.unwrap_or_else(|| server.as_ref().expect("started").url());
-    let mut config = EventBusConfig::jetstream([url.clone()]);
+    let mut config = EventBusConfig::jetstream([url.clone()]).with_cqc_conventions();
     config.consumer_name = "bench".into();
     config.publish_timeout = Duration::from_secs(30);
     let bus = EventBus::connect(config.clone())

@@ -14,14 +14,15 @@
 //! assert_eq!(AssetCreated::FULL_NAME, "cqc.events.v1.AssetCreated");
 //!
 //! let event = AssetCreated { event_id: "e-1".into(), ..Default::default() };
-//! let any = AnyEvent::decode(AssetCreated::TOPIC.as_str(), prost::Message::encode_to_vec(&event))?;
+//! let any = AnyEvent::decode(AssetCreated::TOPIC.as_str(), bus::prost::Message::encode_to_vec(&event))?;
 //! assert_eq!(any, AnyEvent::AssetCreated(event));
 //! # Ok::<(), bus::registry::DecodeError>(())
 //! ```
 //!
 //! Field types follow proto3: singular scalars are plain values (empty when unset), message
 //! fields are `Option`s, enum fields are `i32` with typed accessors, timestamps are
-//! [`prost_types::Timestamp`].
+//! [`bus::prost_types::Timestamp`]. The crate depends on `bus` alone: the generated code reaches
+//! `prost` and the well-known types through it.
 
 /// Generated code: documented by the `.proto` comments, which do not cover every field or value.
 macro_rules! package {

@@ -90,6 +90,7 @@ macro_rules! conformance_suite {
             batch_handler_settles_each_event_on_its_own,
             health_reflects_close,
             trace_context_is_continued_by_handlers,
+            a_new_group_starts_at_new_events_by_default,
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -106,7 +107,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The configuration every conformance test starts from: fast redelivery, few deliveries.
 pub fn base_config() -> EventBusConfig {
-    let mut c = EventBusConfig::default();
+    let mut c = EventBusConfig::cqc();
     c.consumer_name = "conformance".into();
     c.max_deliver = 3;
     c.consumer.backoff = vec![Duration::from_millis(50)];
@@ -1113,5 +1114,33 @@ pub async fn trace_context_is_continued_by_handlers(factory: &Factory) {
             .expect("each pong continues a ping's trace");
         assert_ne!(&ping.1, parent, "with a new parent id");
     }
+    bus.close().await.unwrap();
+}
+
+/// A group created after events were published starts with the next event (the default start
+/// position, `new`), on every backend; an earlier group got them all.
+pub async fn a_new_group_starts_at_new_events_by_default(factory: &Factory) {
+    let bus = start(factory).await;
+    let subscribe = |name: &'static str| {
+        let rec = Recorder::<u64>::new();
+        let r = Arc::clone(&rec);
+        let sub = Subscription::new(name, Ping::TOPIC).handler(move |e: Ping| {
+            r.push(e.seq);
+            async { Ok::<_, HandlerError>(()) }
+        });
+        (rec, sub)
+    };
+    let (early, sub) = subscribe("early");
+    bus.subscribe(sub).await.unwrap();
+    for seq in 0..3 {
+        bus.publish(&Ping::new(seq)).await.unwrap();
+    }
+    early.wait_for(3, WAIT).await;
+    let (late, sub) = subscribe("late");
+    bus.subscribe(sub).await.unwrap();
+    bus.publish(&Ping::new(3)).await.unwrap();
+    early.wait_for(4, WAIT).await;
+    late.wait_for(1, WAIT).await;
+    assert_eq!(late.items(), [3], "the late group starts at new events");
     bus.close().await.unwrap();
 }

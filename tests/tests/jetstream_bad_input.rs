@@ -233,7 +233,7 @@ async fn credentials_file_auth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_fails_at_connect() {
     let port = bus::testing::free_port();
-    let c = EventBusConfig::jetstream([format!("nats://127.0.0.1:{port}")]);
+    let c = EventBusConfig::jetstream([format!("nats://127.0.0.1:{port}")]).with_cqc_conventions();
     let err = EventBus::connect(c).await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.to_string().contains("no server reachable"), "{err}");
@@ -359,11 +359,13 @@ async fn existing_stream_with_other_settings_is_an_error_and_is_not_reset() {
         Error::StreamMismatch {
             stream,
             setting,
+            variable,
             existing,
             configured,
         } => {
             assert_eq!(stream, "CQC_EVENTS");
             assert_eq!(*setting, "stream.storage");
+            assert_eq!(*variable, "BUS_STREAM_STORAGE");
             assert_eq!(existing, "memory");
             assert_eq!(configured, "file");
         }
@@ -434,8 +436,8 @@ async fn dead_letter_stream_with_other_retention_is_an_error() {
             ..
         } => {
             assert_eq!(stream, "CQC_EVENTS_DLQ");
-            assert_eq!(*setting, "retention");
-            assert_eq!(existing, "workqueue");
+            assert_eq!(*setting, "dead_letter.stream_name");
+            assert!(existing.contains("workqueue"), "{existing}");
         }
         other => panic!("expected StreamMismatch, got {other}"),
     }

@@ -80,7 +80,7 @@ async fn wait_distinct(seen: &Shared, n: usize, timeout: Duration, what: &str) {
 }
 
 fn fault_config(servers: Vec<String>) -> EventBusConfig {
-    let mut c = EventBusConfig::jetstream(servers);
+    let mut c = EventBusConfig::jetstream(servers).with_cqc_conventions();
     c.consumer_name = "faults".into();
     c.ack_wait = Duration::from_secs(3);
     c.publish_timeout = Duration::from_secs(10);

@@ -96,7 +96,7 @@ fn certificates(dir: &Path) {
 }
 
 fn config(server: &NatsServer, ca: Option<&Path>) -> EventBusConfig {
-    let mut c = EventBusConfig::default();
+    let mut c = EventBusConfig::cqc();
     c.backend = BackendKind::JetStream;
     c.servers = vec![server.url()];
     let mut tls = Tls::default();

@@ -227,3 +227,66 @@ async fn publishes_racing_a_close_are_all_accounted_for() {
     eprintln!("close race: {stored} publishes Ok, {handled} handled, {discarded} discarded");
     assert_eq!(stored, handled + discarded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_positions_that_need_history_and_durables_are_refused_clearly() {
+    use bus::config::StartPosition;
+    let bus = EventBus::memory();
+    let noop = |_: Ping| async { Ok::<_, HandlerError>(()) };
+    for start in [
+        StartPosition::All,
+        StartPosition::Last,
+        StartPosition::Sequence(5),
+    ] {
+        let err = bus
+            .subscribe(
+                Subscription::new("replay", Ping::TOPIC)
+                    .start(start)
+                    .handler(noop),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("start = `{start}`")) && text.contains("keeps"),
+            "{text}"
+        );
+    }
+    let err = bus
+        .subscribe(
+            Subscription::new("risk", Ping::TOPIC)
+                .durable("risk")
+                .handler(noop),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("needs JetStream"), "{err}");
+    // The default start works, and so does naming it.
+    bus.subscribe(
+        Subscription::new("fresh", Ping::TOPIC)
+            .start(StartPosition::New)
+            .handler(noop),
+    )
+    .await
+    .unwrap();
+    bus.close().await.unwrap();
+}
+
+#[test]
+fn start_positions_read_from_the_environment() {
+    use bus::config::StartPosition;
+    let config = EventBusConfig::from_lookup(|k| (k == "BUS_START").then(|| "all".to_owned()));
+    assert_eq!(config.unwrap().consumer.start, StartPosition::All);
+    let err = EventBusConfig::from_lookup(|k| (k == "BUS_START").then(|| "soon".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("BUS_START") && err.contains("sequence:N"),
+        "{err}"
+    );
+    let back: EventBusConfig =
+        serde_json::from_str(r#"{ "consumer": { "start": "time:2024-05-01T12:00:00Z" } }"#)
+            .unwrap();
+    assert_eq!(back.consumer.start.to_string(), "time:2024-05-01T12:00:00Z");
+}

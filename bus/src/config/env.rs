@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{BackendKind, EventBusConfig, Storage};
+use super::{BackendKind, EventBusConfig, Retention, Storage, StreamManagement};
 use crate::Error;
 
 impl EventBusConfig {
@@ -13,7 +13,7 @@ impl EventBusConfig {
     /// |---|---|---|
     /// | `BUS_BACKEND` | `backend` | `memory`, `jetstream` |
     /// | `BUS_SERVERS` | `servers` | `nats://a:4222,nats://b:4222` |
-    /// | `BUS_STREAM_NAME` | `stream_name` | `CQC_EVENTS` |
+    /// | `BUS_STREAM_NAME` | `stream_name` | `EVENTS` |
     /// | `BUS_CONSUMER_NAME` | `consumer_name` | `risk-service` |
     /// | `BUS_MAX_DELIVER` | `max_deliver` | `5` |
     /// | `BUS_ACK_WAIT` | `ack_wait` | `30s` |
@@ -28,7 +28,11 @@ impl EventBusConfig {
     /// | `BUS_BACKOFF` | `consumer.backoff` | `1s,5s,30s` |
     /// | `BUS_CONCURRENCY` | `consumer.concurrency` | `16` |
     /// | `BUS_HANDLER_TIMEOUT` | `consumer.handler_timeout` | `60s`, `off` |
+    /// | `BUS_START` | `consumer.start` | `new`, `all`, `last`, `sequence:42`, `time:2024-05-01T12:00:00Z` |
+    /// | `BUS_STREAM_RETENTION` | `stream.retention` | `limits`, `interest`, `workqueue` |
+    /// | `BUS_STREAM_MANAGEMENT` | `stream.management` | `create_or_verify`, `verify`, `none` |
     /// | `BUS_DLQ_STREAM_NAME`, `BUS_DLQ_SUBJECT_PREFIX` | `dead_letter.*` | |
+    /// | `BUS_DLQ_STORAGE`, `BUS_DLQ_REPLICAS`, `BUS_DLQ_MAX_AGE` | `dead_letter.*` | `file`, `3`, `30d` |
     /// | `BUS_PUBLISH_TIMEOUT`, `BUS_DRAIN_TIMEOUT` | | `5s`, `30s` |
     /// | `BUS_MEMORY_QUEUE_CAPACITY` | `memory_queue_capacity` | `1024` |
     /// | `BUS_TRACE_CONTEXT` | `trace_context` | `true` |
@@ -109,6 +113,25 @@ impl EventBusConfig {
             }
         })?;
         env.parse("BUS_STREAM_REPLICAS", &mut c.stream.replicas, from_str)?;
+        env.parse("BUS_STREAM_RETENTION", &mut c.stream.retention, |v| match v
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "limits" => Ok(Retention::Limits),
+            "interest" => Ok(Retention::Interest),
+            "workqueue" | "work_queue" => Ok(Retention::WorkQueue),
+            _ => Err("expected `limits`, `interest` or `workqueue`".into()),
+        })?;
+        env.parse(
+            "BUS_STREAM_MANAGEMENT",
+            &mut c.stream.management,
+            |v| match v.to_ascii_lowercase().as_str() {
+                "create_or_verify" => Ok(StreamManagement::CreateOrVerify),
+                "verify" => Ok(StreamManagement::Verify),
+                "none" => Ok(StreamManagement::None),
+                _ => Err("expected `create_or_verify`, `verify` or `none`".into()),
+            },
+        )?;
         env.parse("BUS_STREAM_MAX_AGE", &mut c.stream.max_age, parse_duration)?;
         env.parse(
             "BUS_STREAM_DUPLICATE_WINDOW",
@@ -124,8 +147,22 @@ impl EventBusConfig {
             &mut c.consumer.handler_timeout,
             parse_optional_duration,
         )?;
+        env.parse("BUS_START", &mut c.consumer.start, |v| v.parse())?;
         env.string("BUS_DLQ_STREAM_NAME", &mut c.dead_letter.stream_name);
         env.string("BUS_DLQ_SUBJECT_PREFIX", &mut c.dead_letter.subject_prefix);
+        env.parse("BUS_DLQ_STORAGE", &mut c.dead_letter.storage, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "file" => Ok(Storage::File),
+                "memory" => Ok(Storage::Memory),
+                _ => Err("expected `file` or `memory`".into()),
+            }
+        })?;
+        env.parse("BUS_DLQ_REPLICAS", &mut c.dead_letter.replicas, from_str)?;
+        env.parse(
+            "BUS_DLQ_MAX_AGE",
+            &mut c.dead_letter.max_age,
+            parse_duration,
+        )?;
         env.parse(
             "BUS_PUBLISH_TIMEOUT",
             &mut c.publish_timeout,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod env;
-mod validate;
+pub(crate) mod validate;
 
 /// Which backend the bus runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,8 +40,47 @@ pub enum BackendKind {
 /// }"#).unwrap();
 /// assert_eq!(config.backend, BackendKind::JetStream);
 /// assert_eq!(config.ack_wait, std::time::Duration::from_secs(45));
-/// assert_eq!(config.stream_name, "CQC_EVENTS");
+/// assert_eq!(config.stream_name, "EVENTS");
 /// ```
+///
+/// # Defaults
+///
+/// The defaults belong to no schema: on memory a service with any package works with no
+/// configuration at all, and on JetStream it needs one setting, `stream.subjects`
+/// (`BUS_STREAM_SUBJECTS`, e.g. `acme.shipping.events.v1.>`). The CQC conventions are a preset,
+/// [`EventBusConfig::cqc`].
+///
+/// | setting | default |
+/// |---|---|
+/// | `backend` | `memory` |
+/// | `servers` | `["nats://127.0.0.1:4222"]` |
+/// | `stream_name` | `EVENTS` |
+/// | `consumer_name` | `service` |
+/// | `max_deliver` | `5` |
+/// | `ack_wait` | `30s` |
+/// | `max_ack_pending` | `1000` |
+/// | `auth` | none |
+/// | `tls` | none (plain TCP unless a URL says `tls://`) |
+/// | `stream.subjects` | empty: every topic on memory; must be set on JetStream |
+/// | `stream.storage` | `file` |
+/// | `stream.replicas` | `1` |
+/// | `stream.max_age` | `0s` (forever) |
+/// | `stream.duplicate_window` | `2m` |
+/// | `stream.retention` | `limits` |
+/// | `stream.management` | `create_or_verify` |
+/// | `consumer.backoff` | `1s, 5s, 30s` |
+/// | `consumer.concurrency` | `16` |
+/// | `consumer.handler_timeout` | `60s` |
+/// | `consumer.start` | `new` (see [`StartPosition`]) |
+/// | `dead_letter.stream_name` | `EVENTS_DLQ` |
+/// | `dead_letter.subject_prefix` | `dlq` |
+/// | `dead_letter.storage` | `file` |
+/// | `dead_letter.replicas` | `1` |
+/// | `dead_letter.max_age` | `0s` (forever) |
+/// | `publish_timeout` | `5s` |
+/// | `drain_timeout` | `30s` |
+/// | `memory_queue_capacity` | `1024` |
+/// | `trace_context` | `false` |
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -89,7 +128,7 @@ impl Default for EventBusConfig {
         EventBusConfig {
             backend: BackendKind::Memory,
             servers: vec!["nats://127.0.0.1:4222".into()],
-            stream_name: "CQC_EVENTS".into(),
+            stream_name: "EVENTS".into(),
             consumer_name: "service".into(),
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
@@ -163,13 +202,61 @@ pub enum Storage {
     Memory,
 }
 
+/// How a stream keeps its messages, as JetStream's `retention`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    /// Kept until the stream's limits (`max_age`, size) drop them, whoever consumed them: every
+    /// group sees every event, and a new group can start at the beginning (the default).
+    #[default]
+    Limits,
+    /// Kept until every consumer that existed when it arrived has acknowledged it: groups still
+    /// each get every event, but an event published while no group exists is dropped at once,
+    /// and a new group finds only what the existing groups have not yet acknowledged.
+    Interest,
+    /// Removed as soon as one consumer acknowledges it: a work queue. Only one group can consume
+    /// a subject; a second group whose filter overlaps another's is refused with an error that
+    /// says so. Its groups start at the first stored event (`start = new` becomes `all`).
+    #[serde(alias = "work_queue")]
+    WorkQueue,
+}
+
+impl Retention {
+    /// The value JetStream uses: `limits`, `interest`, `workqueue`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retention::Limits => "limits",
+            Retention::Interest => "interest",
+            Retention::WorkQueue => "workqueue",
+        }
+    }
+}
+
+/// What the bus may do to its streams at connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamManagement {
+    /// Create a missing stream; on an existing one add missing subjects and report any other
+    /// difference as [`Error::StreamMismatch`](crate::Error::StreamMismatch) (the default).
+    #[default]
+    CreateOrVerify,
+    /// The streams must exist and match the configuration; nothing is created or changed.
+    Verify,
+    /// Leave the streams alone: no stream request at all. For a service without stream-admin
+    /// permission that only publishes and consumes on streams another team manages; the
+    /// configured subjects are taken as what the streams capture.
+    None,
+}
+
 /// Settings of the events stream. An existing stream is never reset: missing subjects are added,
 /// any other difference is an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StreamSettings {
-    /// Subjects the stream captures; publishing elsewhere is an error.
+    /// Subjects the stream captures; publishing elsewhere is an error. Empty (the default)
+    /// means every topic outside the dead-letter subjects on memory, and is an error on
+    /// JetStream, whose stream must be told what to capture (`acme.shipping.events.v1.>`).
     pub subjects: Vec<String>,
     /// Storage.
     pub storage: Storage,
@@ -181,17 +268,113 @@ pub struct StreamSettings {
     /// Window in which a second publish with the same `Nats-Msg-Id` is dropped.
     #[serde(with = "duration")]
     pub duplicate_window: Duration,
+    /// Retention of the events stream (default `limits`); see [`Retention`] for what each
+    /// means for groups.
+    pub retention: Retention,
+    /// What the bus may do to both streams at connect (default `create_or_verify`).
+    pub management: StreamManagement,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
-            subjects: vec!["cqc.events.v1.>".into()],
+            retention: Retention::Limits,
+            management: StreamManagement::CreateOrVerify,
+            subjects: Vec::new(),
             storage: Storage::File,
             replicas: 1,
             max_age: Duration::ZERO,
             duplicate_window: Duration::from_secs(120),
         }
+    }
+}
+
+/// Where a new group starts reading the stream: a new durable consumer's `deliver_policy`.
+///
+/// It applies when the group's consumer is created; an existing consumer keeps its position.
+/// Written `all`, `new`, `last`, `sequence:42` or `time:2024-05-01T12:00:00Z` (RFC 3339) in a
+/// configuration file, `BUS_START` and `#[event_handler(start = "...")]`.
+///
+/// The default is `new`: a group added to a running system does not replay history. Go's
+/// nats.go `PullSubscribe` starts at the beginning (`all`); set `all` to do the same, for
+/// instance for a group that must see events stored before it was deployed.
+///
+/// The memory backend keeps no history, so it accepts only `new` and refuses the others with
+/// an error (rather than starting somewhere else silently).
+///
+/// ```
+/// use bus::config::StartPosition;
+/// assert_eq!("all".parse::<StartPosition>().unwrap(), StartPosition::All);
+/// assert_eq!("sequence:42".parse::<StartPosition>().unwrap(), StartPosition::Sequence(42));
+/// assert!("tomorrow".parse::<StartPosition>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartPosition {
+    /// Every event the stream holds.
+    All,
+    /// Only events published after the group's consumer is created (the default).
+    #[default]
+    New,
+    /// The last event the stream holds on the filter, then everything after it.
+    Last,
+    /// From this stream sequence on.
+    Sequence(u64),
+    /// From the first event stored at or after this time.
+    Time(std::time::SystemTime),
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let expected = "expected `all`, `new`, `last`, `sequence:N` (N >= 1) or \
+                        `time:RFC3339` (e.g. `time:2024-05-01T12:00:00Z`)";
+        match s.to_ascii_lowercase().as_str() {
+            "all" => return Ok(StartPosition::All),
+            "new" => return Ok(StartPosition::New),
+            "last" => return Ok(StartPosition::Last),
+            _ => {}
+        }
+        if let Some(n) = s.strip_prefix("sequence:") {
+            return match n.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(StartPosition::Sequence(n)),
+                _ => Err(format!("`{s}`: {expected}")),
+            };
+        }
+        if let Some(t) = s.strip_prefix("time:") {
+            return humantime::parse_rfc3339_weak(t.trim())
+                .map(StartPosition::Time)
+                .map_err(|e| format!("`{s}`: {e}; {expected}"));
+        }
+        Err(format!("`{s}`: {expected}"))
+    }
+}
+
+impl fmt::Display for StartPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartPosition::All => f.write_str("all"),
+            StartPosition::New => f.write_str("new"),
+            StartPosition::Last => f.write_str("last"),
+            StartPosition::Sequence(n) => write!(f, "sequence:{n}"),
+            StartPosition::Time(t) => write!(f, "time:{}", humantime::format_rfc3339(*t)),
+        }
+    }
+}
+
+impl Serialize for StartPosition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StartPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -212,11 +395,14 @@ pub struct ConsumerSettings {
     /// whole `drain_timeout` for it). Set it above what `Retry` and `Timeout` middleware need.
     #[serde(with = "optional_duration")]
     pub handler_timeout: Option<Duration>,
+    /// Where a new group starts (default `new`); see [`StartPosition`].
+    pub start: StartPosition,
 }
 
 impl Default for ConsumerSettings {
     fn default() -> Self {
         ConsumerSettings {
+            start: StartPosition::New,
             backoff: vec![
                 Duration::from_secs(1),
                 Duration::from_secs(5),
@@ -237,13 +423,24 @@ pub struct DeadLetterSettings {
     pub stream_name: String,
     /// First token(s) of dead-letter subjects.
     pub subject_prefix: String,
+    /// Storage of the dead-letter stream, independent of the events stream's (default `file`,
+    /// so dead letters survive a server restart even beside a memory events stream).
+    pub storage: Storage,
+    /// Replicas of the dead-letter stream (default 1).
+    pub replicas: usize,
+    /// Oldest dead letter kept; `0s` (the default) keeps them until handled.
+    #[serde(with = "duration")]
+    pub max_age: Duration,
 }
 
 impl Default for DeadLetterSettings {
     fn default() -> Self {
         DeadLetterSettings {
-            stream_name: "CQC_EVENTS_DLQ".into(),
+            stream_name: "EVENTS_DLQ".into(),
             subject_prefix: "dlq".into(),
+            storage: Storage::File,
+            replicas: 1,
+            max_age: Duration::ZERO,
         }
     }
 }
@@ -265,7 +462,33 @@ impl DeadLetterSettings {
     }
 }
 
+/// The subjects of the CQC events stream: `cqc.events.v1.>`.
+pub const CQC_SUBJECTS: &str = "cqc.events.v1.>";
+
 impl EventBusConfig {
+    /// The CQC conventions on top of the defaults: stream `CQC_EVENTS` capturing
+    /// `cqc.events.v1.>`, dead letters in `CQC_EVENTS_DLQ`. What the `cqc` crate's services and
+    /// the examples use; the Go services of that ecosystem use the same subjects.
+    ///
+    /// ```
+    /// let config = bus::EventBusConfig::cqc();
+    /// assert_eq!(config.stream_name, "CQC_EVENTS");
+    /// assert_eq!(config.stream.subjects, ["cqc.events.v1.>"]);
+    /// assert_eq!(config.dead_letter.stream_name, "CQC_EVENTS_DLQ");
+    /// ```
+    pub fn cqc() -> Self {
+        Self::default().with_cqc_conventions()
+    }
+
+    /// This configuration with the CQC stream names and subjects (see [`cqc`](Self::cqc)),
+    /// everything else kept: `EventBusConfig::jetstream(urls).with_cqc_conventions()`.
+    pub fn with_cqc_conventions(mut self) -> Self {
+        self.stream_name = "CQC_EVENTS".into();
+        self.stream.subjects = vec![CQC_SUBJECTS.into()];
+        self.dead_letter.stream_name = "CQC_EVENTS_DLQ".into();
+        self
+    }
+
     /// A configuration for the in-memory backend with defaults.
     pub fn memory() -> Self {
         Self::default()
@@ -375,7 +598,7 @@ mod tests {
             c.tls.unwrap().ca_file.unwrap(),
             PathBuf::from("/etc/ca.pem")
         );
-        assert_eq!(c.stream_name, "CQC_EVENTS");
+        assert_eq!(c.stream_name, "EVENTS");
         assert!(!format!("{:?}", c.auth).contains("s3cret"));
     }
 

@@ -46,6 +46,12 @@ settings! {
     HANDLER_TIMEOUT = "consumer.handler_timeout", "BUS_HANDLER_TIMEOUT";
     DLQ_STREAM_NAME = "dead_letter.stream_name", "BUS_DLQ_STREAM_NAME";
     DLQ_SUBJECT_PREFIX = "dead_letter.subject_prefix", "BUS_DLQ_SUBJECT_PREFIX";
+    DLQ_STORAGE = "dead_letter.storage", "BUS_DLQ_STORAGE";
+    DLQ_REPLICAS = "dead_letter.replicas", "BUS_DLQ_REPLICAS";
+    DLQ_MAX_AGE = "dead_letter.max_age", "BUS_DLQ_MAX_AGE";
+    STREAM_STORAGE = "stream.storage", "BUS_STREAM_STORAGE";
+    STREAM_RETENTION = "stream.retention", "BUS_STREAM_RETENTION";
+    STREAM_MANAGEMENT = "stream.management", "BUS_STREAM_MANAGEMENT";
     PUBLISH_TIMEOUT = "publish_timeout", "BUS_PUBLISH_TIMEOUT";
     DRAIN_TIMEOUT = "drain_timeout", "BUS_DRAIN_TIMEOUT";
     MEMORY_QUEUE_CAPACITY = "memory_queue_capacity", "BUS_MEMORY_QUEUE_CAPACITY";
@@ -94,6 +100,7 @@ impl EventBusConfig {
             1_000_000,
         );
         p.count(STREAM_REPLICAS, self.stream.replicas as u64, 1, 5);
+        p.count(DLQ_REPLICAS, self.dead_letter.replicas as u64, 1, 5);
     }
 
     fn check_durations(&self, p: &mut Problems) {
@@ -116,6 +123,10 @@ impl EventBusConfig {
         let max_age = self.stream.max_age;
         if !max_age.is_zero() {
             p.duration(STREAM_MAX_AGE, max_age, SECOND, 100 * YEAR);
+        }
+        let dlq_max_age = self.dead_letter.max_age;
+        if !dlq_max_age.is_zero() {
+            p.duration(DLQ_MAX_AGE, dlq_max_age, SECOND, 100 * YEAR);
         }
         let window = self.stream.duplicate_window;
         p.duration(STREAM_DUPLICATE_WINDOW, window, SECOND, 7 * DAY);
@@ -161,10 +172,12 @@ impl EventBusConfig {
     }
 
     fn check_subjects(&self, p: &mut Problems) {
-        if self.stream.subjects.is_empty() {
+        // Empty means "every topic" on memory; JetStream must know what its stream captures.
+        if self.stream.subjects.is_empty() && self.backend == BackendKind::JetStream {
             p.push(format!(
-                "{STREAM_SUBJECTS} is empty: list the subjects the events stream captures, e.g. \
-                 `cqc.events.v1.>`"
+                "{STREAM_SUBJECTS} is not set: the JetStream backend needs the subjects its \
+                 events stream captures; set it to your events' package followed by `.>`, e.g. \
+                 `acme.shipping.events.v1.>` (`EventBusConfig::cqc()` sets the CQC conventions)"
             ));
         }
         for s in &self.stream.subjects {

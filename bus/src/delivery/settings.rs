@@ -22,6 +22,8 @@ pub(crate) struct DeliverySettings {
     pub(crate) trace_context: bool,
     /// The longest one delivery may run, if bounded.
     pub(crate) handler_timeout: Option<Duration>,
+    /// Where a new group starts.
+    pub(crate) start: crate::config::StartPosition,
 }
 
 impl DeliverySettings {
@@ -49,6 +51,7 @@ impl DeliverySettings {
             handler_timeout: options
                 .handler_timeout
                 .unwrap_or(config.consumer.handler_timeout),
+            start: options.start.unwrap_or(config.consumer.start),
         }
     }
 

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy};
+use async_nats::jetstream::{Context, ErrorCode};
 use serde_json::json;
 
 use super::api::{self, ApiError};
 use crate::Error;
+use crate::config::StartPosition;
 use crate::delivery::DeliverySettings;
 
 /// The durable consumer name of subscription group `group` on `filter`.
@@ -36,6 +37,21 @@ pub fn durable_name(group: &str, filter: &str) -> Result<String, Error> {
     Ok(bus_names::durable_name(group, filter))
 }
 
+/// The `deliver_policy` of a start position.
+fn deliver_policy(start: StartPosition) -> DeliverPolicy {
+    match start {
+        StartPosition::All => DeliverPolicy::All,
+        StartPosition::New => DeliverPolicy::New,
+        StartPosition::Last => DeliverPolicy::Last,
+        StartPosition::Sequence(start_sequence) => {
+            DeliverPolicy::ByStartSequence { start_sequence }
+        }
+        StartPosition::Time(t) => DeliverPolicy::ByStartTime {
+            start_time: t.into(),
+        },
+    }
+}
+
 /// The server-side consumer configuration of a subscription.
 pub(crate) fn consumer_config(
     durable: &str,
@@ -46,7 +62,7 @@ pub(crate) fn consumer_config(
     pull::Config {
         durable_name: Some(durable.to_owned()),
         description: Some(format!("bus group `{group}` on `{filter}`")),
-        deliver_policy: DeliverPolicy::New,
+        deliver_policy: deliver_policy(s.start),
         ack_policy: AckPolicy::Explicit,
         ack_wait: s.ack_wait,
         max_deliver: i64::from(s.max_deliver),
@@ -119,15 +135,39 @@ pub(crate) async fn ensure_consumer(
         .await
         .map_err(|e| {
             use async_nats::jetstream::stream::ConsumerErrorKind;
+            let advice = match e.kind() {
+                ConsumerErrorKind::JetStream(js_error) => work_queue_advice(js_error.error_code()),
+                _ => None,
+            };
             Error::Backend {
                 context: format!(
-                    "creating durable consumer `{durable}` on stream `{stream}` failed (the \
-                     server's reason follows)"
+                    "creating durable consumer `{durable}` on stream `{stream}` failed{}",
+                    advice.unwrap_or(" (the server's reason follows)")
                 ),
                 retryable: matches!(e.kind(), ConsumerErrorKind::TimedOut),
                 source: Box::new(e),
             }
         })
+}
+
+/// What to do when a `workqueue` stream refuses a consumer: it gives each message to one
+/// consumer only, so groups cannot share its subjects.
+fn work_queue_advice(code: ErrorCode) -> Option<&'static str> {
+    match code {
+        ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE | ErrorCode::CONSUMER_WQ_MULTIPLE_UNFILTERED => {
+            Some(
+                ": the stream has `workqueue` retention, where each event goes to one consumer \
+                 only, and another group already consumes subjects this filter overlaps. Several \
+                 groups on overlapping filters need `limits` or `interest` retention \
+                 (`stream.retention`, BUS_STREAM_RETENTION); on a work queue, share one group",
+            )
+        }
+        ErrorCode::CONSUMER_WQ_CONSUMER_NOT_DELIVER_ALL => Some(
+            ": the stream has `workqueue` retention, whose consumers must start at the first \
+             stored event",
+        ),
+        _ => None,
+    }
 }
 
 fn differences(old: &pull::Config, new: &pull::Config) -> Vec<String> {

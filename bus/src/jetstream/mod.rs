@@ -10,12 +10,15 @@
 //!   user/password, token, nkey seed or credentials file; TLS with a CA and an optional client
 //!   certificate. Wrong credentials or no reachable server fail [`JetStreamBus::connect`] with
 //!   [`Error::Connect`] saying which.
-//! - **Streams**: the events stream (`stream_name`, `stream.*`) and the dead-letter stream
-//!   (`dead_letter.*`, subjects `{prefix}.>`) are created if missing, with Limits retention.
-//!   An existing stream gets its missing subjects added; any other difference (retention,
-//!   storage, replicas, and for the events stream max age and duplicate window) is
-//!   [`Error::StreamMismatch`] naming the setting: an existing stream is never reset. The
-//!   update keeps every field of the server's config, including ones this client does not know.
+//! - **Streams**: the events stream (`stream_name`, `stream.*`, retention `stream.retention`)
+//!   and the dead-letter stream (`dead_letter.*`, subjects `{prefix}.>`, Limits retention) are
+//!   created if missing. An existing stream gets its missing subjects added; any other
+//!   difference (retention, storage, replicas, max age, and for the events stream the duplicate
+//!   window) is [`Error::StreamMismatch`] naming the setting and its variable: an existing
+//!   stream is never reset. The update keeps every field of the server's config, including ones
+//!   this client does not know. `stream.management` = `verify` creates and changes nothing,
+//!   `none` sends no stream request at all. A stream that cannot be created because another
+//!   stream captures its subjects is an error naming that stream and the setting to point at it.
 //! - **Publish** waits for the stream's acknowledgement. `Nats-Msg-Id` is the event id (or a
 //!   generated one); a transient failure (timeout, disconnection, stream leader election) is
 //!   retried with the same id until `publish_timeout`, so the server stores the event once.
@@ -24,9 +27,11 @@
 //!   [`Error::NotConnected`]. The batch publish keeps up to 1 000 acknowledgements in flight.
 //! - **Subscribe**: one durable pull consumer per (filter, group), named by
 //!   [`durable_name`]; explicit ack, `ack_wait`, `max_deliver`, `max_ack_pending` and a
-//!   server-side backoff (see below). A new consumer starts with events published after it is
-//!   created (`DeliverPolicy::New`, as the memory backend); a durable consumer then keeps its
-//!   place across restarts. Subscriptions with the same group, in one process or many, share
+//!   server-side backoff (see below). A new consumer starts where `consumer.start` (or the
+//!   subscription's `start`) says: by default with events published after it is created
+//!   (`DeliverPolicy::New`, as the memory backend), or at the beginning, the last event, a
+//!   sequence or a time; a durable consumer then keeps its place across restarts.
+//!   `Subscription::durable` binds to an existing durable consumer by name instead. Subscriptions with the same group, in one process or many, share
 //!   the consumer and so the events.
 //! - **Pulling**: the subscription asks the server for as many messages as its handlers can
 //!   start within half of `ack_wait` (estimated from how long they take), so the rest of
@@ -239,8 +244,19 @@ impl JetStreamBus {
             &inner.capture,
             inner.closing.load(Ordering::Acquire),
         )?;
-        let durable = bus_names::durable_name(&checked.group, &sub.filter);
-        let settings = DeliverySettings::new(&sub.options, &inner.config);
+        let durable = match &sub.options.durable {
+            Some(name) => name.clone(),
+            None => bus_names::durable_name(&checked.group, &sub.filter),
+        };
+        let mut settings = DeliverySettings::new(&sub.options, &inner.config);
+        // A work queue hands out what it stores, so its consumers start at the first stored
+        // event (the server refuses any other start).
+        if inner.config.stream.retention == crate::config::Retention::WorkQueue
+            && checked.stream == inner.config.stream_name
+            && settings.start == crate::config::StartPosition::New
+        {
+            settings.start = crate::config::StartPosition::All;
+        }
         let config = consumers::consumer_config(&durable, &checked.group, &sub.filter, &settings);
         consumers::ensure_consumer(
             &inner.js,

@@ -11,47 +11,91 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::api::{self, ApiError};
-use crate::config::Storage;
+use crate::config::validate::{self as setting, Setting};
+use crate::config::{Retention, Storage, StreamManagement};
 use crate::topic::filter_covers as covers;
 use crate::{Error, EventBusConfig};
 
+/// Which of the bus's two streams.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Events,
+    DeadLetters,
+}
+
 /// What a stream must look like.
 struct Wanted<'a> {
+    role: Role,
     name: &'a str,
     subjects: Vec<String>,
+    retention: Retention,
     storage: Storage,
     replicas: usize,
-    /// `None`: not compared on an existing stream; created with 0 (keep forever).
-    max_age: Option<Duration>,
+    max_age: Duration,
     /// `None`: not compared on an existing stream.
     duplicate_window: Option<Duration>,
 }
 
-/// Creates or checks both streams; returns the subjects each captures (as on the server): the
-/// events stream's, then the dead-letter stream's.
+impl Wanted<'_> {
+    /// The settings that configure this stream's name, storage, replicas and max age.
+    fn settings(&self) -> [Setting; 4] {
+        match self.role {
+            Role::Events => [
+                setting::STREAM_NAME,
+                setting::STREAM_STORAGE,
+                setting::STREAM_REPLICAS,
+                setting::STREAM_MAX_AGE,
+            ],
+            Role::DeadLetters => [
+                setting::DLQ_STREAM_NAME,
+                setting::DLQ_STORAGE,
+                setting::DLQ_REPLICAS,
+                setting::DLQ_MAX_AGE,
+            ],
+        }
+    }
+}
+
+/// Creates or checks both streams, as `stream.management` allows; returns the subjects each
+/// captures (as on the server, or as configured when the streams are left alone): the events
+/// stream's, then the dead-letter stream's.
 pub(crate) async fn ensure_streams(
     js: &Context,
     config: &EventBusConfig,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     let s = &config.stream;
+    let dl = &config.dead_letter;
     let events = Wanted {
+        role: Role::Events,
         name: &config.stream_name,
         subjects: s.subjects.clone(),
+        retention: s.retention,
         storage: s.storage,
         replicas: s.replicas,
-        max_age: Some(s.max_age),
+        max_age: s.max_age,
         duplicate_window: Some(s.duplicate_window),
     };
     let dead_letters = Wanted {
-        name: &config.dead_letter.stream_name,
-        subjects: vec![config.dead_letter.filter()],
-        storage: s.storage,
-        replicas: s.replicas,
-        max_age: None,
+        role: Role::DeadLetters,
+        name: &dl.stream_name,
+        subjects: vec![dl.filter()],
+        retention: Retention::Limits,
+        storage: dl.storage,
+        replicas: dl.replicas,
+        max_age: dl.max_age,
         duplicate_window: None,
     };
-    let events = ensure(js, &events, config.publish_timeout).await?;
-    let dead_letters = ensure(js, &dead_letters, config.publish_timeout).await?;
+    let mode = s.management;
+    if mode == StreamManagement::None {
+        tracing::info!(
+            stream = events.name,
+            dead_letters = dead_letters.name,
+            "stream.management = none: streams taken as configured, not read or changed"
+        );
+        return Ok((events.subjects, dead_letters.subjects));
+    }
+    let events = ensure(js, &events, mode, config.publish_timeout).await?;
+    let dead_letters = ensure(js, &dead_letters, mode, config.publish_timeout).await?;
     Ok((events, dead_letters))
 }
 
@@ -74,23 +118,31 @@ fn show(d: Duration) -> String {
     }
 }
 
-async fn ensure(js: &Context, w: &Wanted<'_>, patience: Duration) -> Result<Vec<String>, Error> {
+async fn ensure(
+    js: &Context,
+    w: &Wanted<'_>,
+    mode: StreamManagement,
+    patience: Duration,
+) -> Result<Vec<String>, Error> {
     let patience = patience.max(Duration::from_secs(10));
     for _ in 0..3 {
         let info =
             api::request(js, &format!("STREAM.INFO.{}", w.name), &json!({}), patience).await?;
         match ApiError::of(&info) {
-            None => return check_and_extend(js, w, info, patience).await,
+            None => return check_and_extend(js, w, info, mode, patience).await,
             Some(e) if e.code == ErrorCode::STREAM_NOT_FOUND => {}
             Some(e) => return Err(refused(w.name, "reading", e)),
+        }
+        if mode == StreamManagement::Verify {
+            return Err(missing(js, w, patience).await);
         }
         let config = json!({
             "name": w.name,
             "subjects": w.subjects,
-            "retention": "limits",
+            "retention": w.retention.as_str(),
             "storage": storage_str(w.storage),
             "num_replicas": w.replicas,
-            "max_age": nanos(w.max_age.unwrap_or(Duration::ZERO)),
+            "max_age": nanos(w.max_age),
             "duplicate_window": nanos(w.duplicate_window.unwrap_or(Duration::from_secs(120))),
             "discard": "old",
             "max_msgs": -1,
@@ -107,6 +159,9 @@ async fn ensure(js: &Context, w: &Wanted<'_>, patience: Duration) -> Result<Vec<
             }
             // Another process created it meanwhile: compare with what it made.
             Some(e) if e.code == ErrorCode::STREAM_NAME_EXIST => continue,
+            Some(e) if e.code == ErrorCode::STREAM_SUBJECT_OVERLAP => {
+                return Err(overlap(js, w, e, patience).await);
+            }
             Some(e) => return Err(refused(w.name, "creating", e)),
         }
     }
@@ -141,6 +196,94 @@ async fn create(
     }
 }
 
+/// The streams on the server that capture a subject overlapping `subject`.
+async fn streams_capturing(js: &Context, subject: &str, patience: Duration) -> Vec<String> {
+    let reply = api::request(js, "STREAM.NAMES", &json!({ "subject": subject }), patience).await;
+    reply
+        .ok()
+        .and_then(|r| r.get("streams").cloned())
+        .and_then(|s| serde_json::from_value::<Vec<String>>(s).ok())
+        .unwrap_or_default()
+}
+
+/// The first (wanted subject, stream) where another stream already captures what `w` wants.
+async fn first_capturing(
+    js: &Context,
+    w: &Wanted<'_>,
+    patience: Duration,
+) -> Option<(String, String)> {
+    for subject in &w.subjects {
+        if let Some(stream) = streams_capturing(js, subject, patience)
+            .await
+            .into_iter()
+            .find(|s| s != w.name)
+        {
+            return Some((subject.clone(), stream));
+        }
+    }
+    None
+}
+
+/// What to set so the bus uses `stream`, which captures `subject`, or keeps out of its way.
+fn point_at(w: &Wanted<'_>, subject: &str, stream: &str) -> String {
+    match w.role {
+        Role::Events => format!(
+            "stream `{stream}` already captures `{subject}`; to use it, set {} = \"{stream}\" \
+             (the bus then verifies it and adds nothing but missing subjects)",
+            setting::STREAM_NAME
+        ),
+        Role::DeadLetters => format!(
+            "stream `{stream}` already captures the dead-letter subjects `{subject}`; set {} = \
+             \"{stream}\" to keep dead letters there, or give them other subjects with {}",
+            setting::DLQ_STREAM_NAME,
+            setting::DLQ_SUBJECT_PREFIX
+        ),
+    }
+}
+
+/// The error for a create refused because another stream captures some of the subjects: names
+/// that stream and the setting that points the bus at it.
+async fn overlap(js: &Context, w: &Wanted<'_>, e: ApiError, patience: Duration) -> Error {
+    let advice = match first_capturing(js, w, patience).await {
+        Some((subject, stream)) => point_at(w, &subject, &stream),
+        None => format!(
+            "another stream captures some of `{}`; point {} at it",
+            w.subjects.join(", "),
+            w.settings()[0]
+        ),
+    };
+    Error::Backend {
+        context: format!(
+            "creating stream `{}` failed (JetStream error {}/{}): {advice}",
+            w.name, e.status, e.code.0
+        ),
+        retryable: false,
+        source: e.description.into(),
+    }
+}
+
+/// The error for a stream that `stream.management = verify` requires but does not exist.
+async fn missing(js: &Context, w: &Wanted<'_>, patience: Duration) -> Error {
+    let mut context = format!(
+        "stream `{}` does not exist, and {} = verify does not create streams",
+        w.name,
+        setting::STREAM_MANAGEMENT
+    );
+    match first_capturing(js, w, patience).await {
+        Some((subject, stream)) => {
+            context.push_str("; ");
+            context.push_str(&point_at(w, &subject, &stream));
+        }
+        None => context
+            .push_str("; create it (or let the bus: `create_or_verify`), or name the right one"),
+    }
+    Error::Backend {
+        context,
+        retryable: false,
+        source: "stream not found".into(),
+    }
+}
+
 /// The error for a refused stream request, with what to do about the common refusals.
 fn refused(stream: &str, action: &str, e: ApiError) -> Error {
     let hint = match e.code {
@@ -169,12 +312,14 @@ fn refused(stream: &str, action: &str, e: ApiError) -> Error {
     }
 }
 
-/// Compares an existing stream with what is wanted: adds missing subjects, and reports the
-/// first other difference as [`Error::StreamMismatch`]. Never changes anything else.
+/// Compares an existing stream with what is wanted: adds missing subjects (unless only
+/// verifying), and reports the first other difference as [`Error::StreamMismatch`]. Never
+/// changes anything else.
 async fn check_and_extend(
     js: &Context,
     w: &Wanted<'_>,
     info: Value,
+    mode: StreamManagement,
     patience: Duration,
 ) -> Result<Vec<String>, Error> {
     let Some(mut config) = info.get("config").cloned() else {
@@ -184,14 +329,16 @@ async fn check_and_extend(
             source: info.to_string().into(),
         });
     };
-    let mismatch = |setting: &'static str, existing: String, configured: String| {
+    let mismatch = |setting: Setting, existing: String, configured: String| {
         Err(Error::StreamMismatch {
             stream: w.name.to_owned(),
-            setting,
+            setting: setting.path,
+            variable: setting.env,
             existing,
             configured,
         })
     };
+    let [_, storage_setting, replicas_setting, max_age_setting] = w.settings();
     let text = |key: &str| {
         config
             .get(key)
@@ -202,35 +349,46 @@ async fn check_and_extend(
     let number = |key: &str| config.get(key).and_then(Value::as_u64).unwrap_or(0);
 
     let retention = text("retention");
-    if retention != "limits" {
-        return mismatch(
-            "retention",
-            retention,
-            "limits (so every group sees every event)".into(),
-        );
+    if retention != w.retention.as_str() {
+        return match w.role {
+            Role::Events => mismatch(
+                setting::STREAM_RETENTION,
+                retention,
+                w.retention.as_str().into(),
+            ),
+            Role::DeadLetters => mismatch(
+                setting::DLQ_STREAM_NAME,
+                format!("a `{retention}` stream"),
+                "a `limits` stream (dead letters are kept until handled): name another \
+                 stream"
+                    .into(),
+            ),
+        };
     }
     let storage = text("storage");
     if storage != storage_str(w.storage) {
-        return mismatch("stream.storage", storage, storage_str(w.storage).into());
+        return mismatch(storage_setting, storage, storage_str(w.storage).into());
     }
     let replicas = number("num_replicas").max(1);
     if replicas != w.replicas as u64 {
         return mismatch(
-            "stream.replicas",
+            replicas_setting,
             replicas.to_string(),
             w.replicas.to_string(),
         );
     }
-    if let Some(max_age) = w.max_age {
-        let existing = Duration::from_nanos(number("max_age"));
-        if existing != max_age {
-            return mismatch("stream.max_age", show(existing), show(max_age));
-        }
+    let existing = Duration::from_nanos(number("max_age"));
+    if existing != w.max_age {
+        return mismatch(max_age_setting, show(existing), show(w.max_age));
     }
     if let Some(window) = w.duplicate_window {
         let existing = Duration::from_nanos(number("duplicate_window"));
         if existing != window {
-            return mismatch("stream.duplicate_window", show(existing), show(window));
+            return mismatch(
+                setting::STREAM_DUPLICATE_WINDOW,
+                show(existing),
+                show(window),
+            );
         }
     }
 
@@ -252,6 +410,13 @@ async fn check_and_extend(
         .collect();
     if missing.is_empty() {
         return Ok(subjects);
+    }
+    if mode == StreamManagement::Verify {
+        return mismatch(
+            setting::STREAM_SUBJECTS,
+            subjects.join(", "),
+            format!("also {} (`verify` adds nothing)", missing.join(", ")),
+        );
     }
     subjects.extend(missing.iter().cloned());
     config["subjects"] = json!(subjects);

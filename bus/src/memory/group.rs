@@ -100,6 +100,7 @@ impl Source for GroupMember {
             meta: Arc::clone(&t.meta),
             group: Arc::clone(&self.group.name),
             attempt: t.attempt,
+            payload_event_id: None,
         }
     }
 

@@ -11,7 +11,8 @@
 //! therefore slow down but never deadlock the bus.
 //!
 //! Differences from JetStream, by design: nothing survives the process; a subscription receives
-//! events published after it subscribed (there is no stored history to replay); a publish with a
+//! events published after it subscribed (there is no stored history to replay, so a start
+//! position other than `new` and binding to a durable consumer are errors); a publish with a
 //! `Nats-Msg-Id` seen before is not deduplicated; on `close()` redeliveries still waiting for
 //! their delay and events still queued are discarded (and logged). Dead letters are delivered to
 //! subscribers of the dead-letter subjects and also kept, the latest
@@ -182,6 +183,7 @@ impl MemoryBus {
             inner.closing.load(Ordering::Acquire),
         )?;
         let settings = DeliverySettings::new(&sub.options, &inner.config);
+        refuse_what_memory_cannot_do(&sub, &settings)?;
         let group = inner.join(&sub.filter, checked.group);
         tracing::debug!(
             name = %sub.name, filter = %group.filter, group = %group.name,
@@ -422,6 +424,31 @@ impl Inner {
             tracing::error!(error = %e, "dead letter kept but not delivered to its subscribers");
         }
     }
+}
+
+/// The memory backend keeps no history and has no consumers: a start position other than
+/// `new`, or binding to a durable consumer, would silently mean something else, so they are
+/// errors that say so.
+fn refuse_what_memory_cannot_do(
+    sub: &Subscription,
+    settings: &DeliverySettings,
+) -> Result<(), Error> {
+    if settings.start != crate::config::StartPosition::New {
+        return Err(Error::Config(format!(
+            "subscription `{}`: start = `{}` needs stored events, and the memory backend keeps \
+             none (a new group sees events published after it); use `new` on memory (the \
+             default), or JetStream",
+            sub.name, settings.start
+        )));
+    }
+    if let Some(durable) = &sub.options.durable {
+        return Err(Error::Config(format!(
+            "subscription `{}`: binding to durable consumer `{durable}` needs JetStream; the \
+             memory backend has no consumers to take over",
+            sub.name
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|i| args.get(i + 1))
         .cloned();
 
-    let mut config = EventBusConfig::from_env()?;
+    let mut config = EventBusConfig::cqc().with_env()?;
     config.backend = BackendKind::JetStream;
     if config.consumer_name == EventBusConfig::default().consumer_name {
         config.consumer_name = "consumer-example".into();

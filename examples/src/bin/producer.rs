@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let batch = args.iter().any(|a| a == "--batch");
 
-    let mut config = EventBusConfig::from_env()?;
+    let mut config = EventBusConfig::cqc().with_env()?;
     config.backend = BackendKind::JetStream;
     let bus = EventBus::connect(config).await?;
 

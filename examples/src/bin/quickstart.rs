@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
 
-    let mut config = EventBusConfig::from_env()?;
+    let mut config = EventBusConfig::cqc().with_env()?;
     config.consumer_name = "quickstart".into();
     // Redeliver quickly so the demo does not wait for the production backoff (1s, 5s, 30s).
     config.consumer.backoff = vec![Duration::from_millis(100)];

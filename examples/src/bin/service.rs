@@ -150,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let bus = EventBus::connect(EventBusConfig::from_env()?).await?;
+    let bus = EventBus::connect(EventBusConfig::cqc().with_env()?).await?;
     let app = State::new(App {
         bus: bus.clone(),
         symbols: Mutex::default(),

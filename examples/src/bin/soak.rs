@@ -106,7 +106,7 @@ fn main() {
 
 async fn soak(o: Options) -> u64 {
     let mut server = NatsServer::start().await;
-    let mut config = EventBusConfig::jetstream([server.url()]);
+    let mut config = EventBusConfig::jetstream([server.url()]).with_cqc_conventions();
     config.consumer_name = "soak".into();
     config.publish_timeout = Duration::from_secs(10);
     config.ack_wait = Duration::from_secs(5);

@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(2),
     );
 
-    let mut config = EventBusConfig::jetstream([url]);
+    let mut config = EventBusConfig::jetstream([url]).with_cqc_conventions();
     config.ack_wait = Duration::from_millis(ack_wait);
     config.consumer.handler_timeout = None;
     if let Some(n) = std::env::var("MAX_DELIVER")
