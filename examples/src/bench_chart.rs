@@ -94,7 +94,7 @@ fn draw_inner(chart: &Chart<'_>, path: &Path) -> Result<(), Box<dyn std::error::
         plot.draw_series(line.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
     }
     plot.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerRight)
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)

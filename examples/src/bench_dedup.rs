@@ -48,7 +48,7 @@ fn message(e: &JsBenchPrice, variant: Variant) -> PublishMessage {
     }
 }
 
-/// Publishes `messages` with up to [`WINDOW`] acknowledgements in flight.
+/// Publishes `messages` with up to 1 000 acknowledgements in flight.
 pub async fn pipelined(js: &Context, subject: &str, messages: Vec<PublishMessage>) {
     let mut acks = FuturesUnordered::new();
     for m in messages {

@@ -73,7 +73,7 @@ impl Peer {
         Some(Peer { broker, publisher })
     }
 
-    /// Publishes `n` events with up to [`WINDOW`] acknowledgements in flight.
+    /// Publishes `n` events with up to 1 000 acknowledgements in flight.
     pub async fn pipelined(&self, run: &str, round: usize, n: u64) -> Sample {
         let events: Vec<JsBenchPrice> = (0..n).map(|s| event(run, round, s, 0)).collect();
         let options: Vec<JetStreamOptions> = events
