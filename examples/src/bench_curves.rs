@@ -124,7 +124,7 @@ impl Curves {
 
     fn events(&mut self, n: u64, padding: usize) -> Vec<JsBenchPrice> {
         let round = self.round();
-        let padding = bytes::Bytes::from(vec![7u8; padding]);
+        let padding = vec![7u8; padding];
         (0..n)
             .map(|s| JsBenchPrice {
                 padding: padding.clone(),

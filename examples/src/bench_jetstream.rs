@@ -86,9 +86,10 @@ pub struct JsBenchPrice {
     /// Nanoseconds since the benchmark's start when it was published (latency runs).
     #[prost(uint64, tag = "8")]
     pub sent_nanos: u64,
-    /// Filler bytes for the payload-size curve (empty, so not encoded, elsewhere).
-    #[prost(bytes = "bytes", tag = "9")]
-    pub padding: bytes::Bytes,
+    /// Filler bytes for the payload-size curve (empty, so not encoded, elsewhere). A `Vec<u8>`,
+    /// as `bus-build` generates for `bytes` fields, so both sides copy it when decoding.
+    #[prost(bytes = "vec", tag = "9")]
+    pub padding: Vec<u8>,
 }
 
 impl Event for JsBenchPrice {
@@ -125,7 +126,7 @@ pub fn event(run: &str, round: usize, seq: u64, sent_nanos: u64) -> JsBenchPrice
         seq,
         source: "bench".into(),
         sent_nanos,
-        padding: bytes::Bytes::new(),
+        padding: Vec::new(),
     }
 }
 
