@@ -195,3 +195,43 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub fn nanos_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Counter, median, run_id};
+
+    #[test]
+    fn run_ids_differ_between_runs_and_fit_a_message_id() {
+        let a = run_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = run_id();
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert!(a.len() <= 13, "{a}");
+    }
+
+    #[test]
+    fn median_takes_the_middle_value() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![0.6, 0.4, 0.9, 0.38, 0.59]), 0.59);
+    }
+
+    #[tokio::test]
+    async fn a_counter_wakes_its_waiter_at_the_target_even_if_reached_first() {
+        let counter = Counter::new(3);
+        for _ in 0..3 {
+            counter.hit();
+        }
+        counter.wait("three hits").await;
+        assert_eq!(counter.get(), 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out after 60 s waiting for nothing: 1 of 2 arrived")]
+    async fn a_counter_that_never_reaches_its_target_fails_naming_what_it_waited_for() {
+        tokio::time::pause();
+        let counter = Counter::new(2);
+        counter.hit();
+        counter.wait("nothing").await;
+    }
+}

@@ -960,3 +960,39 @@ pub async fn member(url: String, group: String) {
         println!("{}", seen.get());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Curve, thousands};
+
+    #[test]
+    fn thousands_groups_digits_and_keeps_small_values_exact() {
+        assert_eq!(thousands(1_234_567.4), "1 234 567");
+        assert_eq!(thousands(999.6), "1 000");
+        assert_eq!(thousands(-45_000.0), "-45 000");
+        assert_eq!(thousands(4.537), "4.54");
+    }
+
+    #[test]
+    fn a_curve_table_has_one_row_per_point_and_one_column_per_series() {
+        let curve = Curve {
+            name: "groups",
+            title: "Groups",
+            x_axis: "groups",
+            y_axis: "deliveries/s",
+            log_y: false,
+            points: vec!["1".into(), "4".into()],
+            series: vec![
+                ("JetStream".into(), vec![35_838.2, 38_418.0]),
+                ("memory".into(), vec![605_272.4, 656_042.3]),
+            ],
+        };
+        assert_eq!(
+            curve.table(),
+            "| groups | JetStream | memory |\n\
+             |---|---|---|\n\
+             | 1 | 35 838 | 605 272 |\n\
+             | 4 | 38 418 | 656 042 |\n"
+        );
+    }
+}
