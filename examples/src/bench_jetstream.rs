@@ -27,9 +27,37 @@ use bus::{Event, EventBus, EventBusConfig, HandlerError, Subscription, Topic};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use prost::Message;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 
+use crate::bench_common::{Counter, Sample, Timer, median, median_of, run_id, within};
 use crate::report::Figure;
+
+#[cfg(feature = "compare-ruststream")]
+use crate::bench_ruststream::Peer;
+
+/// Without the `compare-ruststream` feature there is no peer to run.
+#[cfg(not(feature = "compare-ruststream"))]
+enum Peer {}
+
+#[cfg(not(feature = "compare-ruststream"))]
+impl Peer {
+    async fn connect(wanted: bool, _: &str, _: &Context) -> Option<Peer> {
+        assert!(
+            !wanted,
+            "--compare-ruststream: this bench was built without the peer; build it with \
+             `--features compare-ruststream`"
+        );
+        None
+    }
+    async fn pipelined(&self, _: &str, _: usize, _: u64) -> Sample {
+        match *self {}
+    }
+    async fn consume(&self, _: &Context, _: &str, _: usize, _: u64) -> Sample {
+        match *self {}
+    }
+    async fn purge(_: &Context) {}
+    async fn close(self) {}
+}
 
 /// A price update shaped like `cqc.events.v1.PriceUpdated`, with a send time for latency.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -58,6 +86,10 @@ pub struct JsBenchPrice {
     /// Nanoseconds since the benchmark's start when it was published (latency runs).
     #[prost(uint64, tag = "8")]
     pub sent_nanos: u64,
+    /// Filler bytes for the payload-size curve (empty, so not encoded, elsewhere). A `Vec<u8>`,
+    /// as `bus-build` generates for `bytes` fields, so both sides copy it when decoding.
+    #[prost(bytes = "vec", tag = "9")]
+    pub padding: Vec<u8>,
 }
 
 impl Event for JsBenchPrice {
@@ -81,9 +113,12 @@ const RATE: u64 = 2_000;
 const LATENCY_RUN: Duration = Duration::from_secs(2);
 const LATENCY_ROUNDS: usize = 3;
 
-fn event(round: usize, seq: u64, sent_nanos: u64) -> JsBenchPrice {
+/// An event of `round` with a message id unique to this process (`run` is this run's id), so a
+/// run never repeats an id a previous run left in the server's duplicate window: a repeated id is
+/// acknowledged as a duplicate and never stored, and a consumer waiting for it waits forever.
+pub fn event(run: &str, round: usize, seq: u64, sent_nanos: u64) -> JsBenchPrice {
     JsBenchPrice {
-        event_id: format!("evt-{round}-{seq:012}"),
+        event_id: format!("evt-{run}-{round}-{seq:012}"),
         market_id: "BTC-USD".into(),
         venue_id: "binance".into(),
         value: 64_000.0 + seq as f64,
@@ -91,6 +126,7 @@ fn event(round: usize, seq: u64, sent_nanos: u64) -> JsBenchPrice {
         seq,
         source: "bench".into(),
         sent_nanos,
+        padding: Vec::new(),
     }
 }
 
@@ -110,6 +146,8 @@ struct Bench {
     start: Instant,
     /// Numbers the paced runs, so their event ids never repeat (and are never deduplicated).
     paced_runs: AtomicU64,
+    /// This run's id, part of every event id (see [`event`]).
+    run: String,
 }
 
 impl Bench {
@@ -130,7 +168,7 @@ impl Bench {
     async fn raw_awaited(&self, round: usize) -> Sample {
         let t = Timer::start();
         for seq in 0..AWAITED {
-            let e = event(round, seq, 0);
+            let e = event(&self.run, round, seq, 0);
             self.js
                 .send_publish(RAW_SUBJECT, raw_message(&e))
                 .await
@@ -145,7 +183,7 @@ impl Bench {
         let t = Timer::start();
         for seq in 0..AWAITED {
             self.bus
-                .publish(&event(round, seq, 0))
+                .publish(&event(&self.run, round, seq, 0))
                 .await
                 .expect("bus publish");
         }
@@ -153,7 +191,7 @@ impl Bench {
     }
 
     async fn raw_pipelined(&self, round: usize, n: u64) -> Sample {
-        let events: Vec<JsBenchPrice> = (0..n).map(|s| event(round, s, 0)).collect();
+        let events: Vec<JsBenchPrice> = (0..n).map(|s| event(&self.run, round, s, 0)).collect();
         let t = Timer::start();
         let mut acks = FuturesUnordered::<
             std::pin::Pin<Box<dyn std::future::Future<Output = Result<_, _>> + Send>>,
@@ -176,7 +214,7 @@ impl Bench {
     }
 
     async fn bus_pipelined(&self, round: usize, n: u64) -> Sample {
-        let events: Vec<JsBenchPrice> = (0..n).map(|s| event(round, s, 0)).collect();
+        let events: Vec<JsBenchPrice> = (0..n).map(|s| event(&self.run, round, s, 0)).collect();
         let t = Timer::start();
         self.bus.publish_batch(&events).await.expect("bus batch");
         t.finish(n)
@@ -185,9 +223,12 @@ impl Bench {
     async fn raw_consume(&self, round: usize) -> Sample {
         self.raw_pipelined(round + 100, CONSUMED).await;
         let stream = self.js.get_stream(RAW_STREAM).await.expect("raw stream");
+        let durable = format!("raw_consume_{round}");
+        // A consumer left by an interrupted run would start where that run stopped.
+        let _ = stream.delete_consumer(&durable).await;
         let consumer = stream
             .create_consumer(pull::Config {
-                durable_name: Some(format!("raw_consume_{round}")),
+                durable_name: Some(durable.clone()),
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
                 max_ack_pending: 4096,
@@ -204,58 +245,71 @@ impl Bench {
             .messages()
             .await
             .expect("raw pull");
-        let mut n = 0;
-        while n < CONSUMED {
-            let m = messages
-                .next()
-                .await
-                .expect("a message")
-                .expect("raw message");
-            let e = JsBenchPrice::decode(m.payload.clone()).expect("decodes");
-            std::hint::black_box(e);
-            m.ack().await.expect("raw ack");
-            n += 1;
+        let received = Counter::untargeted();
+        let consume = async {
+            while received.get() < CONSUMED {
+                let m = messages
+                    .next()
+                    .await
+                    .expect("the raw pull ended")
+                    .expect("raw message");
+                let e = JsBenchPrice::decode(m.payload.clone()).expect("decodes");
+                std::hint::black_box(e);
+                m.ack().await.expect("raw ack");
+                received.hit();
+            }
+        };
+        if tokio::time::timeout(crate::bench_common::PHASE_TIMEOUT, consume)
+            .await
+            .is_err()
+        {
+            panic!(
+                "timed out waiting for the raw consumer `{durable}` to receive {CONSUMED} \
+                 messages from stream {RAW_STREAM}: {} arrived",
+                received.get()
+            );
         }
         let rate = t.finish(CONSUMED);
         drop(messages);
-        let _ = stream
-            .delete_consumer(&format!("raw_consume_{round}"))
-            .await;
+        let _ = stream.delete_consumer(&durable).await;
         rate
     }
 
     async fn bus_consume(&self, round: usize) -> Sample {
         let group = format!("bench-consume-{round}");
-        let sub = |count: Arc<AtomicU64>, done: Arc<Notify>| {
+        let sub = |count: Arc<Counter>| {
             Subscription::new("consume", JsBenchPrice::TOPIC)
                 .group(group.clone())
                 .concurrency(256)
                 .max_ack_pending(4096)
                 .handler(move |e: JsBenchPrice| {
                     std::hint::black_box(e);
-                    if count.fetch_add(1, Ordering::Relaxed) + 1 == CONSUMED {
-                        done.notify_one();
-                    }
+                    count.hit();
                     async { Ok::<_, HandlerError>(()) }
                 })
         };
+        // A consumer left by an interrupted run would start where that run stopped.
+        self.delete_consumer(&group, "consume").await;
         // Create the durable consumer first (it starts at new events), then fill the stream.
         let first = EventBus::connect(self.config.clone()).await.expect("bus");
         first
-            .subscribe(sub(Arc::default(), Arc::default()))
+            .subscribe(sub(Counter::untargeted()))
             .await
             .expect("subscribe");
         first.close().await.expect("close");
         self.bus_pipelined(round + 100, CONSUMED).await;
-        let count = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(Notify::new());
+        let count = Counter::new(CONSUMED);
         let consumer = EventBus::connect(self.config.clone()).await.expect("bus");
         let t = Timer::start();
         consumer
-            .subscribe(sub(Arc::clone(&count), Arc::clone(&done)))
+            .subscribe(sub(Arc::clone(&count)))
             .await
             .expect("subscribe");
-        done.notified().await;
+        count
+            .wait(&format!(
+                "the bus group `{group}` to consume {CONSUMED} events"
+            ))
+            .await;
         let rate = t.finish(CONSUMED);
         consumer.close().await.expect("close");
         // A consumer left behind would make the server do more work for every later publish.
@@ -272,6 +326,7 @@ impl Bench {
         };
         let durable = bus::jetstream::durable_name(&group, JsBenchPrice::TOPIC.as_str())
             .expect("valid group");
+        // An error reply (no such consumer) is what a first run gets; only a lost request fails.
         let _: serde_json::Value = self
             .js
             .request(
@@ -295,12 +350,17 @@ impl Bench {
         let run = 1000 + self.paced_runs.fetch_add(1, Ordering::Relaxed) as usize;
         for seq in 0..n {
             tick.tick().await;
-            publish(event(run, seq, self.nanos())).await;
+            publish(event(&self.run, run, seq, self.nanos())).await;
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while samples.lock().await.len() < n as usize && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        within(
+            format_args!("{n} paced events to reach the latency handler"),
+            async {
+                while samples.lock().await.len() < n as usize {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        )
+        .await;
         let mut s = samples.lock().await.clone();
         s.sort_unstable();
         let at = |q: f64| s[((s.len() as f64 * q) as usize).min(s.len() - 1)] as f64 / 1000.0;
@@ -388,68 +448,15 @@ impl Bench {
     }
 }
 
-/// One measurement: events per second (wall clock) and client CPU time per event.
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    rate: f64,
-    cpu_us: f64,
-}
-
-/// Wall clock and this process's CPU time (all threads; the server is another process).
-struct Timer {
-    wall: Instant,
-    cpu: f64,
-}
-
-impl Timer {
-    fn start() -> Self {
-        Timer {
-            wall: Instant::now(),
-            cpu: process_cpu_seconds(),
-        }
-    }
-
-    fn finish(&self, events: u64) -> Sample {
-        let wall = self.wall.elapsed().as_secs_f64();
-        let cpu = process_cpu_seconds() - self.cpu;
-        Sample {
-            rate: events as f64 / wall,
-            cpu_us: cpu * 1e6 / events as f64,
-        }
-    }
-}
-
-/// User plus system CPU seconds of this process from `/proc/self/stat` (Linux; 0 elsewhere).
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Clock ticks are 100 per second on Linux (USER_HZ).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn median_of(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
-    median(v.iter().map(f).collect())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Runs the JetStream benchmark against `url`, or against a `nats-server` it starts, and prints
-/// the figures (a table, or one JSON object per line with `json`).
+/// the figures (a table, or one JSON object per line with `json`). With `compare_ruststream`
+/// (feature `compare-ruststream`), RustStream-nats 0.7 takes its turn in every throughput round
+/// too, and the figures include the bus against it.
 ///
 /// # Panics
 ///
 /// When the server cannot be started or reached, or an operation fails: it is a benchmark.
-pub async fn run(json: bool, url: Option<String>) {
+pub async fn run(json: bool, url: Option<String>, compare_ruststream: bool) {
     let server = match url {
         Some(_) => None,
         None => Some(NatsServer::start().await),
@@ -490,16 +497,30 @@ pub async fn run(json: bool, url: Option<String>) {
         config,
         start: Instant::now(),
         paced_runs: AtomicU64::new(0),
+        run: run_id(),
     });
 
+    let peer = Peer::connect(compare_ruststream, &url, &bench.js).await;
     let (mut ra, mut ba, mut rp, mut bp, mut rc, mut bc) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut pp, mut pc) = (vec![], vec![]);
+    let sides = if peer.is_some() { 3 } else { 2 };
     for round in 0..ROUNDS {
-        // Alternate which side goes first, so neither always runs on a server still busy
-        // with the other's writes.
-        for side in [round % 2, 1 - round % 2] {
+        // Rotate which side goes first, so none always runs on a server still busy with
+        // another's writes.
+        for i in 0..sides {
+            let side = (i + round) % sides;
             bench.purge().await;
-            if side == 0 {
+            if side == 2 {
+                let peer = peer.as_ref().expect("a peer");
+                pp.push(peer.pipelined(&bench.run, round, PIPELINED).await);
+                Peer::purge(&bench.js).await;
+                pc.push(
+                    peer.consume(&bench.js, &bench.run, round + 100, CONSUMED)
+                        .await,
+                );
+                Peer::purge(&bench.js).await;
+            } else if side == 0 {
                 ra.push(bench.raw_awaited(round).await);
                 rp.push(bench.raw_pipelined(round, PIPELINED).await);
                 bench.purge().await;
@@ -571,6 +592,63 @@ pub async fn run(json: bool, url: Option<String>) {
     ];
     for f in &figures {
         f.print(json);
+    }
+    if let Some(peer) = peer {
+        let peers = [
+            Figure::against(
+                "ruststream.publish.pipelined",
+                median_of(&pp, rate),
+                "events/s",
+                median_of(&rp, rate),
+            ),
+            Figure::against(
+                "ruststream.consume",
+                median_of(&pc, rate),
+                "events/s",
+                median_of(&rc, rate),
+            ),
+            Figure::against(
+                "ruststream.cpu.publish.pipelined",
+                median_of(&pp, cpu),
+                "us/event",
+                median_of(&rp, cpu),
+            ),
+            Figure::against(
+                "ruststream.cpu.consume",
+                median_of(&pc, cpu),
+                "us/event",
+                median_of(&rc, cpu),
+            ),
+            // The bus against RustStream: above 1 the bus is ahead (rates) or costlier (CPU).
+            Figure::against(
+                "bus_vs_ruststream.publish.pipelined",
+                median_of(&bp, rate),
+                "events/s",
+                median_of(&pp, rate),
+            ),
+            Figure::against(
+                "bus_vs_ruststream.consume",
+                median_of(&bc, rate),
+                "events/s",
+                median_of(&pc, rate),
+            ),
+            Figure::against(
+                "bus_vs_ruststream.cpu.publish.pipelined",
+                median_of(&bp, cpu),
+                "us/event",
+                median_of(&pp, cpu),
+            ),
+            Figure::against(
+                "bus_vs_ruststream.cpu.consume",
+                median_of(&bc, cpu),
+                "us/event",
+                median_of(&pc, cpu),
+            ),
+        ];
+        for f in &peers {
+            f.print(json);
+        }
+        peer.close().await;
     }
     bench.bus.close().await.expect("closing the bus");
     let _ = bench.client.drain().await;

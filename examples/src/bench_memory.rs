@@ -118,7 +118,12 @@ async fn raw_channel(events: &[BenchPrice]) -> Duration {
 }
 
 /// The bus: publish every event, each delivered decoded to a typed handler in every group.
-async fn bus_run(events: &[BenchPrice], groups: usize) -> Duration {
+/// Returns the time from the first publish to the last delivery.
+///
+/// # Panics
+///
+/// When publishing or subscribing fails.
+pub async fn bus_run(events: &[BenchPrice], groups: usize) -> Duration {
     let mut config = EventBusConfig::memory();
     config.memory_queue_capacity = 1024;
     let bus: EventBus = MemoryBus::new(config).expect("config").into();

@@ -1,10 +1,13 @@
 //! How benchmark figures are printed: a table for people, or one JSON object per line.
 
-/// One measured figure, optionally beside its baseline (the raw limit measured in the same run).
+use std::borrow::Cow;
+
+/// One measured figure, optionally beside its baseline (measured in the same run: the raw limit,
+/// or the row it is compared with).
 #[derive(Clone, Debug)]
 pub struct Figure {
     /// Stable name, e.g. `memory.throughput.1group`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// The measured value.
     pub value: f64,
     /// Its unit, e.g. `events/s`.
@@ -15,9 +18,9 @@ pub struct Figure {
 
 impl Figure {
     /// A figure with no baseline.
-    pub fn new(name: &'static str, value: f64, unit: &'static str) -> Self {
+    pub fn new(name: impl Into<Cow<'static, str>>, value: f64, unit: &'static str) -> Self {
         Figure {
-            name,
+            name: name.into(),
             value,
             unit,
             baseline: None,
@@ -25,7 +28,12 @@ impl Figure {
     }
 
     /// A figure beside its baseline.
-    pub fn against(name: &'static str, value: f64, unit: &'static str, baseline: f64) -> Self {
+    pub fn against(
+        name: impl Into<Cow<'static, str>>,
+        value: f64,
+        unit: &'static str,
+        baseline: f64,
+    ) -> Self {
         Figure {
             baseline: Some(baseline),
             ..Figure::new(name, value, unit)
@@ -52,10 +60,10 @@ impl Figure {
         } else {
             match (self.baseline, self.ratio()) {
                 (Some(b), Some(r)) => format!(
-                    "{:<32} {:>14.1} {:<10} raw {:>14.1}  ratio {:.3}",
+                    "{:<40} {:>14.1} {:<10} base {:>14.1}  ratio {:.3}",
                     self.name, self.value, self.unit, b, r
                 ),
-                _ => format!("{:<32} {:>14.2} {:<10}", self.name, self.value, self.unit),
+                _ => format!("{:<40} {:>14.2} {:<10}", self.name, self.value, self.unit),
             }
         };
         #[allow(clippy::print_stdout)]
