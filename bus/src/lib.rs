@@ -54,6 +54,7 @@ mod message;
 pub mod middleware;
 mod outgoing;
 pub mod registry;
+mod shutdown;
 mod state;
 mod subscription;
 mod tasks;
@@ -75,6 +76,7 @@ pub use crate::headers::Headers;
 pub use crate::jetstream::JetStreamBus;
 pub use crate::memory::MemoryBus;
 pub use crate::message::{Delivery, RawMessage};
+pub use crate::shutdown::{ShutdownSignal, shutdown_signal};
 pub use crate::state::State;
 pub use crate::subscription::{
     BatchOptions, IntoSubscription, SubscribeOptions, Subscription, SubscriptionBuilder,
