@@ -52,12 +52,14 @@ mod macro_support;
 pub mod memory;
 mod message;
 pub mod middleware;
+mod observe;
 mod outgoing;
 pub mod registry;
 mod shutdown;
 mod state;
 mod subscription;
 mod tasks;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;

@@ -117,8 +117,14 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
     .await;
     let status = sigterm(&mut consumer, &log).await;
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "exit after SIGTERM: {status}; log:\n{text}");
-    assert!(text.contains("SIGTERM"), "the example names the signal:\n{text}");
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}; log:\n{text}"
+    );
+    assert!(
+        text.contains("SIGTERM"),
+        "the example names the signal:\n{text}"
+    );
     let first_run = journal(&path).len();
     assert!(
         first_run < EVENTS as usize,
@@ -156,7 +162,10 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
         .iter()
         .filter(|(seq, _)| second.iter().any(|(s, _)| s == seq))
         .collect();
-    assert!(again.is_empty(), "handled before SIGTERM and again after: {again:?}");
+    assert!(
+        again.is_empty(),
+        "handled before SIGTERM and again after: {again:?}"
+    );
     // Otherwise an event is handled once, or more often only through a redelivery.
     for (seq, attempts) in &handled {
         assert!(

@@ -40,7 +40,11 @@ impl Args {
         let value = |flag: &str| {
             args.iter()
                 .position(|a| a == flag)
-                .map(|i| args.get(i + 1).cloned().ok_or(format!("{flag} takes a value")))
+                .map(|i| {
+                    args.get(i + 1)
+                        .cloned()
+                        .ok_or(format!("{flag} takes a value"))
+                })
                 .transpose()
         };
         let work = match value("--work-ms")? {
