@@ -287,3 +287,68 @@ async fn bus_series_count_publishes_deliveries_and_their_fates() {
     );
     bus.close().await.unwrap();
 }
+
+// Current-thread runtime: the bus's sampling task runs on the test thread, where the local
+// recorder is installed.
+#[tokio::test(flavor = "current_thread")]
+async fn jetstream_consumer_backlog_is_sampled() {
+    use bus::telemetry::{CONSUMER_ACK_PENDING, CONSUMER_PENDING};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let server = bus::testing::NatsServer::start().await;
+    let bus = EventBus::connect(server.bus_config()).await.unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&release);
+    bus.subscribe(
+        Subscription::new("stuck", Ping::TOPIC)
+            .concurrency(1)
+            .max_ack_pending(2)
+            .handler(move |_: Ping| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    gate.notified().await;
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+    )
+    .await
+    .unwrap();
+    let events: Vec<Ping> = (1..=6).map(Ping::new).collect();
+    bus.publish_batch(&events).await.unwrap();
+
+    let labels = [("group", "service-stuck"), ("stream", "CQC_EVENTS")];
+    let gauge =
+        |all: &HashMap<SeriesKey, DebugValue>, name: &str| match all.get(&series(name, &labels)) {
+            Some(DebugValue::Gauge(v)) => Some(v.into_inner()),
+            _ => None,
+        };
+    // Sampled every CONSUMER_SAMPLE_INTERVAL: wait for a sample taken after the publish.
+    let deadline = tokio::time::Instant::now() + bus::jetstream::CONSUMER_SAMPLE_INTERVAL * 4;
+    let (pending, ack_pending) = loop {
+        let all = snapshot(&snapshotter);
+        let sample = (
+            gauge(&all, CONSUMER_PENDING),
+            gauge(&all, CONSUMER_ACK_PENDING),
+        );
+        if let (Some(p), Some(a)) = sample
+            && p + a == 6.0
+        {
+            break (p, a);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sample with the 6 events: {sample:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // At most max_ack_pending (2) are delivered; the rest wait in the stream.
+    assert!((1.0..=2.0).contains(&ack_pending), "{ack_pending}");
+    assert_eq!(pending, 6.0 - ack_pending);
+    release.notify_waiters();
+    for _ in 0..6 {
+        release.notify_one();
+    }
+    bus.close().await.unwrap();
+}
