@@ -1,11 +1,13 @@
 //! [`EventBus`]: the one handle services use, whatever the backend.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::memory::MemoryBus;
 use crate::outgoing::{encode_event, new_message_id};
+use crate::telemetry::PublishMetrics;
 use crate::{BackendKind, Error, Event, EventBusConfig, Headers, IntoSubscription, Topic, headers};
 
 /// The server's acknowledgement of a publish: the event is stored.
@@ -69,6 +71,8 @@ enum Backend {
 pub struct EventBus {
     backend: Arc<Backend>,
     trace_context: bool,
+    /// The publish series of `bus::telemetry`.
+    publish_metrics: Arc<PublishMetrics>,
 }
 
 impl EventBus {
@@ -137,18 +141,27 @@ impl EventBus {
         topic: Topic<E>,
         event: &E,
     ) -> Result<PublishAck, Error> {
-        match &*self.backend {
-            Backend::Memory(m) => {
-                let (payload, headers) = self.prepare(event)?;
-                m.publish(topic.as_str(), payload, headers).await
-            }
+        let started = Instant::now();
+        let result = match &*self.backend {
+            Backend::Memory(m) => match self.prepare(event) {
+                Ok((payload, headers)) => m.publish(topic.as_str(), payload, headers).await,
+                Err(e) => Err(e),
+            },
             // Boxed: its future is large, and a publish future is built and moved on every
             // publish, memory ones included; one allocation is nothing beside a round trip.
             #[cfg(feature = "jetstream")]
             Backend::JetStream(j) => {
                 Box::pin(j.publish_event(topic.as_str(), event, self.trace_context)).await
             }
-        }
+        };
+        self.record_publish(topic.as_str(), started, &result);
+        result
+    }
+
+    fn record_publish(&self, topic: &str, started: Instant, result: &Result<PublishAck, Error>) {
+        let outcome = result.as_ref().map(|_| ());
+        self.publish_metrics
+            .publish(topic, started.elapsed(), outcome);
     }
 
     /// Publishes already-encoded bytes on `topic`, which is validated first. `headers` are sent
@@ -168,7 +181,10 @@ impl EventBus {
             headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
         }
         headers.validate()?;
-        self.send(topic, payload.into(), headers).await
+        let started = Instant::now();
+        let result = self.send(topic, payload.into(), headers).await;
+        self.record_publish(topic, started, &result);
+        result
     }
 
     /// Publishes many events, keeping up to a window of publishes in flight instead of waiting
@@ -184,9 +200,11 @@ impl EventBus {
         let events = events.into_iter();
         #[cfg(feature = "jetstream")]
         if let Backend::JetStream(j) = &*self.backend {
-            return j
+            let result = j
                 .publish_events(E::TOPIC.as_str(), events, self.trace_context)
                 .await;
+            self.record_batch(E::TOPIC.as_str(), &result);
+            return result;
         }
         let mut acks = Vec::with_capacity(events.size_hint().0);
         for (i, event) in events.enumerate() {
@@ -204,6 +222,21 @@ impl EventBus {
             }
         }
         Ok(acks)
+    }
+
+    /// Counts a JetStream batch's events (a memory batch counts each publish as it goes).
+    #[cfg(feature = "jetstream")]
+    fn record_batch(&self, topic: &str, result: &Result<Vec<PublishAck>, Error>) {
+        let m = &self.publish_metrics;
+        match result {
+            Ok(acks) => m.publishes(topic, Ok(()), acks.len()),
+            Err(e @ Error::PartialBatch { acks, .. }) => {
+                let stored = acks.iter().flatten().count();
+                m.publishes(topic, Ok(()), stored);
+                m.publishes(topic, Err(e), acks.len() - stored);
+            }
+            Err(e) => m.publishes(topic, Err(e), 1),
+        }
     }
 
     /// The payload and headers of a publish of `event`: the encoded event, its id and type,
@@ -280,6 +313,7 @@ impl From<crate::jetstream::JetStreamBus> for EventBus {
         EventBus {
             trace_context: j.config().trace_context,
             backend: Arc::new(Backend::JetStream(j)),
+            publish_metrics: Arc::default(),
         }
     }
 }
@@ -289,6 +323,7 @@ impl From<MemoryBus> for EventBus {
         EventBus {
             trace_context: m.config().trace_context,
             backend: Arc::new(Backend::Memory(m)),
+            publish_metrics: Arc::default(),
         }
     }
 }

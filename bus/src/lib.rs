@@ -52,11 +52,14 @@ mod macro_support;
 pub mod memory;
 mod message;
 pub mod middleware;
+mod observe;
 mod outgoing;
 pub mod registry;
+mod shutdown;
 mod state;
 mod subscription;
 mod tasks;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;
@@ -75,6 +78,7 @@ pub use crate::headers::Headers;
 pub use crate::jetstream::JetStreamBus;
 pub use crate::memory::MemoryBus;
 pub use crate::message::{Delivery, RawMessage};
+pub use crate::shutdown::{ShutdownSignal, shutdown_signal};
 pub use crate::state::State;
 pub use crate::subscription::{
     BatchOptions, IntoSubscription, SubscribeOptions, Subscription, SubscriptionBuilder,

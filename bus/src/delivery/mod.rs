@@ -39,6 +39,8 @@ use bytes::Bytes;
 
 use self::first_poll::idle_slot;
 use crate::handler::HandlerSlot;
+use crate::observe::{MaybeObserver, Observer, Settled, SettledAs};
+use crate::telemetry::DeliveryMetrics;
 use crate::{Delivery, HandlerError, RawMessage};
 
 /// Where a subscription's messages come from, and how each one is settled.
@@ -138,6 +140,10 @@ pub(crate) struct Worker<S: Source> {
     pub(crate) shutdown: CancellationToken,
     /// How long running handlers may take to finish once the bus closes.
     pub(crate) drain_timeout: Duration,
+    /// Told how each delivery is settled, if the bus has an observer.
+    pub(crate) observer: MaybeObserver,
+    /// The subscription's delivery series (`bus::telemetry`).
+    pub(crate) metrics: DeliveryMetrics,
 }
 
 impl<S: Source> Worker<S> {
@@ -278,6 +284,8 @@ impl<S: Source> Worker<S> {
         };
         let Held { msg, raw, key, .. } = held;
         let started = S::REDELIVERS_UNSETTLED.then(Instant::now);
+        let began = Instant::now();
+        self.metrics.started(1);
         let trace_context = self.settings.trace_context;
         let (attempt, first) = match raw {
             Some(raw) => {
@@ -297,7 +305,12 @@ impl<S: Source> Worker<S> {
         match first {
             FirstPoll::Finished(outcome) => {
                 flow.record(started);
-                let done = InHand { msg, attempt, key };
+                let done = InHand {
+                    msg,
+                    attempt,
+                    key,
+                    began,
+                };
                 self.conclude(done, outcome, queue, running).await;
             }
             FirstPoll::Waiting(handler) => {
@@ -308,7 +321,15 @@ impl<S: Source> Worker<S> {
                     let outcome =
                         keep_alive_while::<S, _>(&[&msg], every, handler.finish(limit)).await;
                     Finished::Handled {
-                        done: vec![(InHand { msg, attempt, key }, outcome)],
+                        done: vec![(
+                            InHand {
+                                msg,
+                                attempt,
+                                key,
+                                began,
+                            },
+                            outcome,
+                        )],
                         id,
                         started,
                     }
@@ -324,12 +345,15 @@ impl<S: Source> Worker<S> {
         };
         let mut raws = Vec::with_capacity(batch.len());
         let mut in_hand = Vec::with_capacity(batch.len());
+        let began = Instant::now();
+        self.metrics.started(batch.len());
         for Held { msg, raw, key, .. } in batch {
             let raw = raw.unwrap_or_else(|| self.source.message(&msg));
             in_hand.push(InHand {
                 msg,
                 attempt: raw.delivery.attempt(),
                 key,
+                began,
             });
             raws.push(raw);
         }
@@ -374,11 +398,19 @@ impl<S: Source> Worker<S> {
         queue: &mut Queue<S::Message>,
         running: &mut Running<S::Message>,
     ) {
-        let InHand { msg, attempt, key } = in_hand;
+        let InHand {
+            msg,
+            attempt,
+            key,
+            began,
+        } = in_hand;
+        let observed = self.observed(&msg);
         let key_outcome = match self.settings.verdict(attempt, outcome) {
             Verdict::Ack => {
                 let ack = self.source.ack(msg);
                 settle_now(&self.shutdown, &self.name, ack).await;
+                self.metrics.acked(began.elapsed());
+                notify(observed, SettledAs::Acked);
                 KeyOutcome::Settled
             }
             Verdict::Redeliver(delay, e) => {
@@ -388,9 +420,12 @@ impl<S: Source> Worker<S> {
                 );
                 let redeliver = self.source.redeliver(msg, delay);
                 settle_now(&self.shutdown, &self.name, redeliver).await;
+                self.metrics.redelivered(attempt, began.elapsed());
+                notify(observed, SettledAs::redelivered(delay, &e));
                 KeyOutcome::Redelivered(delay)
             }
             Verdict::DeadLetter(e) => {
+                self.metrics.dead_lettered(e.class(), began.elapsed());
                 let raw = self.source.message(&msg);
                 let letter = DeadLetter::new(
                     &self.dead_letters,
@@ -399,13 +434,26 @@ impl<S: Source> Worker<S> {
                     &e,
                     self.source.max_payload(),
                 );
-                settle(self.source.dead_letter(msg, letter), running).await;
+                let stored = self.source.dead_letter(msg, letter);
+                let as_ = SettledAs::dead_lettered(&e);
+                settle(then_notify(stored, observed, as_), running).await;
                 KeyOutcome::Settled
             }
         };
         if let Some((key, sequence)) = key {
             queue.settled(key, sequence, key_outcome);
         }
+    }
+
+    /// What the observer, if any, is told about `msg` once it is settled.
+    fn observed(&self, msg: &S::Message) -> Option<Observed> {
+        let observer = self.observer.as_ref()?;
+        Some(Observed {
+            observer: Arc::clone(observer),
+            handler: Arc::clone(&self.name),
+            delivery: self.source.delivery(msg),
+            payload: self.source.payload(msg).clone(),
+        })
     }
 
     /// Closing: take nothing more, give back what was not started, let running handlers finish
@@ -428,6 +476,7 @@ impl<S: Source> Worker<S> {
             running.log_stuck(&self.name, &self.group, timeout);
         }
         drop(running);
+        self.metrics.stopped();
         self.source.close().await;
     }
 }
@@ -460,6 +509,47 @@ async fn settle_now(
                 "a settle action was cut short by close; the server delivers the message again"
             );
         }
+    }
+}
+
+/// A settled message the observer is about to hear of.
+struct Observed {
+    observer: Arc<dyn Observer>,
+    handler: Arc<str>,
+    delivery: Delivery,
+    payload: Bytes,
+}
+
+/// Tells the observer, if any, that a message was settled `as_`.
+fn notify(observed: Option<Observed>, as_: SettledAs) {
+    if let Some(o) = observed {
+        o.observer.settled(Settled {
+            handler: o.handler,
+            delivery: o.delivery,
+            payload: o.payload,
+            outcome: as_,
+        });
+    }
+}
+
+/// `action`, then telling the observer; told at once when there is no action left to run.
+fn then_notify<F>(
+    action: Option<F>,
+    observed: Option<Observed>,
+    as_: SettledAs,
+) -> Option<impl Future<Output = ()> + Send + 'static>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match action {
+        None => {
+            notify(observed, as_);
+            None
+        }
+        Some(action) => Some(async move {
+            action.await;
+            notify(observed, as_);
+        }),
     }
 }
 

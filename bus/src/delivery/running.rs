@@ -17,6 +17,8 @@ pub(super) struct InHand<M> {
     pub(super) attempt: u32,
     /// Its ordering key and stream sequence, when ordered by key.
     pub(super) key: Option<(u64, u64)>,
+    /// When its handler started.
+    pub(super) began: Instant,
 }
 
 /// What a future in the running set finished with.

@@ -74,6 +74,7 @@ mod advisories;
 mod api;
 mod connect;
 mod consumers;
+mod gauges;
 mod publish;
 mod pull;
 mod streams;
@@ -85,11 +86,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use self::consumers::durable_name;
+pub use self::gauges::CONSUMER_SAMPLE_INTERVAL;
 use self::publish::InFlightPublishes;
 use self::pull::PullSource;
 use crate::capture::Capture;
 use crate::delivery::{DeliverySettings, Worker};
 use crate::tasks::Tasks;
+use crate::telemetry::DeliveryMetrics;
 use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
 
 /// Connects to the configured servers as [`JetStreamBus::connect`] does (every server, auth,
@@ -280,6 +283,17 @@ impl JetStreamBus {
             name = %sub.name, filter = %sub.filter, group = %group, consumer = %durable,
             concurrency = settings.concurrency, "JetStream subscription started"
         );
+        let metrics = DeliveryMetrics::new(&sub.filter, &group);
+        inner.tasks.spawn(
+            format!("the consumer gauges of handler `{}`", sub.name),
+            gauges::sample_consumer(
+                Arc::clone(inner),
+                checked_stream.clone(),
+                durable.clone(),
+                Arc::clone(&group),
+                inner.tasks.shutdown(),
+            ),
+        );
         let worker = Worker {
             source,
             handling: sub.handling,
@@ -290,6 +304,8 @@ impl JetStreamBus {
             group,
             shutdown: inner.tasks.shutdown(),
             drain_timeout: inner.config.drain_timeout,
+            observer: None,
+            metrics,
         };
         inner.tasks.spawn(
             format!("the delivery worker of handler `{}`", sub.name),

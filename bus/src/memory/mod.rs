@@ -32,7 +32,9 @@ use self::group::{GroupMember, Queued};
 use crate::capture::Capture;
 use crate::delivery::{DeadLetter as Letter, DeliverySettings, Worker};
 use crate::message::Meta;
+use crate::observe::MaybeObserver;
 use crate::tasks::Tasks;
+use crate::telemetry::DeliveryMetrics;
 use crate::topic::filter_matches;
 use crate::util::{FnvMap, lock, read, write};
 use crate::{Error, EventBusConfig, Headers, PublishAck, Subscription};
@@ -93,6 +95,8 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     sequence: AtomicU64,
     tasks: Tasks,
+    /// Told of every publish and settled delivery (the test client's recording).
+    observer: MaybeObserver,
 }
 
 /// The in-memory event bus. Cheap to clone; clones share the bus.
@@ -139,6 +143,20 @@ impl MemoryBus {
 
     /// [`new`](Self::new) for a configuration that was validated already.
     pub(crate) fn new_validated(config: EventBusConfig) -> Self {
+        Self::observed(config, None)
+    }
+
+    /// A memory bus whose publishes and settled deliveries `observer` is told of.
+    #[cfg(feature = "testing")]
+    pub(crate) fn with_observer(
+        config: EventBusConfig,
+        observer: Arc<dyn crate::observe::Observer>,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self::observed(config, Some(observer)))
+    }
+
+    fn observed(config: EventBusConfig, observer: MaybeObserver) -> Self {
         MemoryBus {
             inner: Arc::new(Inner {
                 capture: Capture::configured(&config),
@@ -152,6 +170,7 @@ impl MemoryBus {
                 closed: AtomicBool::new(false),
                 sequence: AtomicU64::new(0),
                 tasks: Tasks::default(),
+                observer,
             }),
         }
     }
@@ -199,6 +218,8 @@ impl MemoryBus {
             group: Arc::clone(&group.name),
             shutdown: inner.tasks.shutdown(),
             drain_timeout: inner.config.drain_timeout,
+            observer: inner.observer.clone(),
+            metrics: DeliveryMetrics::new(&group.filter, &group.name),
         };
         inner.tasks.spawn(
             format!("the delivery worker of handler `{}`", sub.name),
@@ -353,6 +374,10 @@ impl Inner {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
         };
+        if let Some(observer) = &self.observer {
+            let Queued { meta, payload } = &event;
+            observer.published(topic, payload, &meta.headers, route.groups.len());
+        }
         // Every group but the last gets a copy; the last takes the event itself.
         if let Some((last, others)) = route.groups.split_last() {
             for group in others {

@@ -1,23 +1,4 @@
-//! Throwaway `nats-server` processes for tests (feature `testing`).
-//!
-//! Each [`NatsServer`] runs its own `nats-server -js` on a free loopback port with a temporary
-//! store, is killed when dropped, and can be stopped and started again on the same port and
-//! store. [`NatsCluster`] runs three (or more) of them as a JetStream cluster on loopback.
-//!
-//! The binary is `$NATS_SERVER` if set, else `/usr/sbin/nats-server` (Debian's `nats-server`
-//! package), else `nats-server` on `PATH`. These helpers panic with what to do when something is
-//! missing: they are for tests, where a panic is the failure report.
-//!
-//! ```no_run
-//! # #[tokio::main] async fn main() {
-//! use bus::testing::NatsServer;
-//!
-//! let server = NatsServer::start().await;
-//! let bus = bus::EventBus::connect(server.bus_config()).await.unwrap();
-//! // ...
-//! bus.close().await.unwrap();
-//! # }
-//! ```
+//! Throwaway `nats-server` processes: [`NatsServer`] and [`NatsCluster`].
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
