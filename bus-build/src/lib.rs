@@ -570,22 +570,28 @@ impl TopicOrigin {
 /// The events that have a topic so far: topic -> (full name, file name) of its event.
 type TopicOwners = HashMap<String, (String, String)>;
 
-/// The full names of the messages that are the type of a field of some message of a user file
-/// (nested messages included; map entries count through their value type).
+/// The full names of the messages that are the type of a field of another message of a user
+/// file (nested messages included; map entries count through their value type). A message
+/// that refers to itself, directly or from one of its nested messages, is not counted for that.
 fn field_types(pool: &prost_reflect::DescriptorPool) -> HashSet<String> {
     let mut used = HashSet::new();
-    let mut stack: Vec<prost_reflect::MessageDescriptor> = pool
+    let tops: Vec<_> = pool
         .files()
         .filter(is_user_file)
         .flat_map(|f| f.messages().collect::<Vec<_>>())
         .collect();
-    while let Some(message) = stack.pop() {
-        for field in message.fields() {
-            if let prost_reflect::Kind::Message(ty) = field.kind() {
-                used.insert(ty.full_name().to_owned());
+    for top in tops {
+        let mut stack = vec![top.clone()];
+        while let Some(message) = stack.pop() {
+            for field in message.fields() {
+                if let prost_reflect::Kind::Message(ty) = field.kind()
+                    && ty.full_name() != top.full_name()
+                {
+                    used.insert(ty.full_name().to_owned());
+                }
             }
+            stack.extend(message.child_messages());
         }
-        stack.extend(message.child_messages());
     }
     used
 }

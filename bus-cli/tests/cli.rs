@@ -79,7 +79,7 @@ fn json_lines(text: &str) -> Vec<Value> {
 
 /// A bus on `server`: connecting creates the events and dead-letter streams, as a service does.
 async fn service(server: &NatsServer) -> EventBus {
-    EventBus::connect(EventBusConfig::jetstream([server.url()]))
+    EventBus::connect(EventBusConfig::jetstream([server.url()]).with_cqc_conventions())
         .await
         .expect("the bus connects")
 }

@@ -73,7 +73,11 @@ async fn raw_protobuf_without_headers_reaches_a_typed_handler() {
     let (got, d) = rec.items().remove(0);
     assert_eq!(got, event);
     assert!(d.headers().is_empty(), "{:?}", d.headers());
-    assert_eq!(d.event_id(), None);
+    assert_eq!(
+        d.event_id(),
+        Some("go-1"),
+        "no header: the id in the payload"
+    );
     assert_eq!(d.topic(), "cqc.events.v1.asset_created");
     bus.close().await.unwrap();
     client.drain().await.unwrap();

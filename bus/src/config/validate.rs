@@ -284,7 +284,7 @@ mod tests {
     use super::*;
 
     fn problems(edit: impl FnOnce(&mut EventBusConfig)) -> String {
-        let mut c = EventBusConfig::jetstream(["nats://x:4222"]);
+        let mut c = EventBusConfig::jetstream(["nats://x:4222"]).with_cqc_conventions();
         edit(&mut c);
         c.validate()
             .map(|()| String::new())
