@@ -104,7 +104,7 @@ struct Curves {
 
 impl Curves {
     fn config(&self) -> EventBusConfig {
-        let mut config = EventBusConfig::jetstream([self.url.clone()]);
+        let mut config = EventBusConfig::jetstream([self.url.clone()]).with_cqc_conventions();
         config.consumer_name = "curves".into();
         config.publish_timeout = Duration::from_secs(60);
         config
@@ -930,7 +930,7 @@ fn draw(_: &Curve, dir: &Path) {
 ///
 /// When it cannot connect or subscribe, or its parent goes away.
 pub async fn member(url: String, group: String) {
-    let mut config = EventBusConfig::jetstream([url]);
+    let mut config = EventBusConfig::jetstream([url]).with_cqc_conventions();
     config.consumer_name = "curves".into();
     let bus = EventBus::connect(config).await.expect("member: connecting");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

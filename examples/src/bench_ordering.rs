@@ -151,7 +151,7 @@ pub async fn run(json: bool, url: Option<String>) -> Vec<Figure> {
     let url = url.unwrap_or_else(|| server.as_ref().expect("started").url());
     let mut memory = EventBusConfig::memory();
     memory.memory_queue_capacity = 4096;
-    let mut jetstream = EventBusConfig::jetstream([url]);
+    let mut jetstream = EventBusConfig::jetstream([url]).with_cqc_conventions();
     jetstream.publish_timeout = Duration::from_secs(30);
     let mut figures = Vec::new();
     for (backend, config) in [("memory", memory), ("jetstream", jetstream)] {

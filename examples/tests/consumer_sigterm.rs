@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use bus::EventBus;
 use bus::testing::NatsServer;
-use bus::{EventBus, EventBusConfig};
 use cqc::events::v1::PriceUpdated;
 use cqc::markets::v1::Price;
 use tokio::process::{Child, Command};
@@ -100,9 +100,7 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (path, log) = (dir.path().join("journal"), dir.path().join("log"));
 
-    let bus = EventBus::connect(EventBusConfig::jetstream([server.url()]))
-        .await
-        .unwrap();
+    let bus = EventBus::connect(server.bus_config()).await.unwrap();
     // A new durable consumer starts at new events: publish once it is there.
     let mut consumer = spawn_consumer(&server.url(), &path, &log);
     wait_for("the consumer to subscribe", &log, || {

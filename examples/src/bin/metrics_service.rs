@@ -101,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bus::telemetry::describe();
     tracing::info!("metrics on http://{}/metrics", args.listen);
 
-    let mut config = EventBusConfig::from_env()?;
+    let mut config = EventBusConfig::cqc().with_env()?;
     if config.consumer_name == EventBusConfig::default().consumer_name {
         config.consumer_name = "metrics-example".into();
     }
