@@ -119,6 +119,21 @@ impl Text {
         }
     }
 
+    /// The text's bytes, without the UTF-8 check `as_str` makes of inline text: enough to
+    /// compare header names.
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Static(s) => s.as_bytes(),
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// Whether this text is `name`, ignoring ASCII case (how header names compare).
+    fn is_name(&self, name: &str) -> bool {
+        self.as_bytes().eq_ignore_ascii_case(name.as_bytes())
+    }
+
     fn as_str(&self) -> &str {
         match self {
             Text::Static(s) => s,
@@ -141,7 +156,7 @@ impl From<Cow<'static, str>> for Text {
 
 impl PartialEq for Text {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -184,7 +199,7 @@ impl Headers {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .find(|(n, _)| n.is_name(name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -233,8 +248,7 @@ impl Headers {
 
     /// Removes every value of `name`.
     pub fn remove(&mut self, name: &str) {
-        self.entries
-            .retain(|(n, _)| !n.as_str().eq_ignore_ascii_case(name));
+        self.entries.retain(|(n, _)| !n.is_name(name));
     }
 
     /// All entries in order.
