@@ -18,7 +18,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::message::PublishMessage;
 use bus::testing::{NatsCluster, NatsServer};
@@ -29,7 +28,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::bench_common::{Counter, Sample, Timer, median_of, run_id, within};
 use crate::bench_dedup::pipelined;
-use crate::bench_jetstream::{JsBenchPrice, event};
+use crate::bench_jetstream::{JsBenchPrice, event, raw_consume};
 use crate::report::Figure;
 
 const RAW_STREAM: &str = "RAW_CURVES";
@@ -152,55 +151,6 @@ fn raw_message(e: &JsBenchPrice) -> PublishMessage {
         .payload(e.encode_to_vec().into())
         .message_id(&e.event_id)
         .header(bus::headers::EVENT_TYPE, JsBenchPrice::FULL_NAME)
-}
-
-/// Raw pull consumer of everything in `stream` matching `filter`: decode and ack `n` messages.
-async fn raw_consume(js: &Context, stream: &str, filter: &str, n: u64) -> Sample {
-    let stream = js.get_stream(stream).await.expect("raw stream");
-    let durable = "raw_curve".to_owned();
-    let _ = stream.delete_consumer(&durable).await;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(durable.clone()),
-            filter_subject: filter.to_owned(),
-            ack_policy: AckPolicy::Explicit,
-            deliver_policy: DeliverPolicy::All,
-            max_ack_pending: 4096,
-            ..Default::default()
-        })
-        .await
-        .expect("raw consumer");
-    let t = Timer::start();
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(1000)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .expect("raw pull");
-    let got = Counter::untargeted();
-    let consume = async {
-        while got.get() < n {
-            let m = messages
-                .next()
-                .await
-                .expect("the raw pull ended")
-                .expect("raw message");
-            std::hint::black_box(JsBenchPrice::decode(m.payload.clone()).expect("decodes"));
-            m.ack().await.expect("raw ack");
-            got.hit();
-        }
-    };
-    within(
-        format!("the raw consumer of {filter} to receive {n} messages"),
-        consume,
-    )
-    .await;
-    let sample = t.finish(n);
-    drop(messages);
-    let _ = stream.delete_consumer(&durable).await;
-    sample
 }
 
 /// How a bus consume phase subscribes.
@@ -365,7 +315,7 @@ impl Curves {
                 self.purge(RAW_STREAM).await;
                 let events = self.events(n, pad);
                 raw_publish(&self.js, RAW_SUBJECT, &events).await;
-                s[2].push(raw_consume(&self.js, RAW_STREAM, RAW_SUBJECT, n).await);
+                s[2].push(raw_consume(&self.js, RAW_STREAM, "raw_curve", RAW_SUBJECT, n).await);
                 self.purge(&config.stream_name).await;
                 s[3].push(
                     self.bus_consume(&config, &Consume::on_topic(), n, pad)
@@ -467,7 +417,9 @@ impl Curves {
             for _ in 0..ROUNDS {
                 self.purge(&config.stream_name).await;
                 s[0].push(self.fill_topics(&subjects).await);
-                s[1].push(raw_consume(&self.js, &config.stream_name, &filter, EVENTS).await);
+                s[1].push(
+                    raw_consume(&self.js, &config.stream_name, "raw_curve", &filter, EVENTS).await,
+                );
                 let run = self.group_run();
                 let c = Consume {
                     filter: filter.clone(),

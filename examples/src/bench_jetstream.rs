@@ -222,57 +222,8 @@ impl Bench {
 
     async fn raw_consume(&self, round: usize) -> Sample {
         self.raw_pipelined(round + 100, CONSUMED).await;
-        let stream = self.js.get_stream(RAW_STREAM).await.expect("raw stream");
         let durable = format!("raw_consume_{round}");
-        // A consumer left by an interrupted run would start where that run stopped.
-        let _ = stream.delete_consumer(&durable).await;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(durable.clone()),
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
-                max_ack_pending: 4096,
-                ..Default::default()
-            })
-            .await
-            .expect("raw consumer");
-        let t = Timer::start();
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(1000)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .expect("raw pull");
-        let received = Counter::untargeted();
-        let consume = async {
-            while received.get() < CONSUMED {
-                let m = messages
-                    .next()
-                    .await
-                    .expect("the raw pull ended")
-                    .expect("raw message");
-                let e = JsBenchPrice::decode(m.payload.clone()).expect("decodes");
-                std::hint::black_box(e);
-                m.ack().await.expect("raw ack");
-                received.hit();
-            }
-        };
-        if tokio::time::timeout(crate::bench_common::PHASE_TIMEOUT, consume)
-            .await
-            .is_err()
-        {
-            panic!(
-                "timed out waiting for the raw consumer `{durable}` to receive {CONSUMED} \
-                 messages from stream {RAW_STREAM}: {} arrived",
-                received.get()
-            );
-        }
-        let rate = t.finish(CONSUMED);
-        drop(messages);
-        let _ = stream.delete_consumer(&durable).await;
-        rate
+        raw_consume(&self.js, RAW_STREAM, &durable, "", CONSUMED).await
     }
 
     async fn bus_consume(&self, round: usize) -> Sample {
@@ -653,4 +604,60 @@ pub async fn run(json: bool, url: Option<String>, compare_ruststream: bool) {
     bench.bus.close().await.expect("closing the bus");
     let _ = bench.client.drain().await;
     drop(server);
+}
+
+/// Raw pull consumer of everything in `stream` matching `filter` (`""`: all), through the
+/// durable `durable` (deleted before and after): decode and ack `n` messages.
+pub(crate) async fn raw_consume(
+    js: &Context,
+    stream_name: &str,
+    durable: &str,
+    filter: &str,
+    n: u64,
+) -> Sample {
+    let stream = js.get_stream(stream_name).await.expect("raw stream");
+    // A consumer left by an interrupted run would start where that run stopped.
+    let _ = stream.delete_consumer(durable).await;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: filter.to_owned(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            max_ack_pending: 4096,
+            ..Default::default()
+        })
+        .await
+        .expect("raw consumer");
+    let t = Timer::start();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .expect("raw pull");
+    let got = Counter::untargeted();
+    let consume = async {
+        while got.get() < n {
+            let m = messages
+                .next()
+                .await
+                .expect("the raw pull ended")
+                .expect("raw message");
+            std::hint::black_box(JsBenchPrice::decode(m.payload.clone()).expect("decodes"));
+            m.ack().await.expect("raw ack");
+            got.hit();
+        }
+    };
+    within(
+        format!("the raw consumer `{durable}` of stream {stream_name} to receive {n} messages"),
+        consume,
+    )
+    .await;
+    let sample = t.finish(n);
+    drop(messages);
+    let _ = stream.delete_consumer(durable).await;
+    sample
 }
