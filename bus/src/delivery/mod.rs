@@ -59,7 +59,8 @@ pub(crate) trait Source: Send + 'static {
     /// Waits until messages arrive and moves them into `into`. `want` is how many more the
     /// worker wants (possibly 0: then only messages the source owes it, such as due
     /// redeliveries, arrive). Returns `false` once the source has ended for good. Must be
-    /// cancel-safe: a message is either in `into` or still in the source.
+    /// cancel-safe: a message is either in `into` or still in the source (the worker takes what
+    /// is in `into` even when `recv` was cancelled).
     fn recv(
         &mut self,
         want: usize,
@@ -161,6 +162,12 @@ impl<S: Source> Worker<S> {
         let shutdown = self.shutdown.clone();
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
+            // A `recv` cut short by another branch may have moved messages into `arrived`
+            // already (it yields after taking a partial batch): queue them now, or they would
+            // wait for the next arrival, which may never come.
+            if !arrived.is_empty() {
+                self.arrive(&mut arrived, &mut queue);
+            }
             self.start_ready(&mut slot, &mut queue, &mut running, &mut flow)
                 .await;
             let want = flow.want(running.len() + queue.len(), self.source.unsettled());
