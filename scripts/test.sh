@@ -17,4 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
 fi
 
+# `bus` on its own first: the workspace's tests turn on its `otel` feature, so this is the run of
+# its unit tests as a crate without `otel` builds it (the light trace-context pass-through).
+cargo test -p bus --lib --locked "$@"
 exec cargo test --workspace --locked "$@"

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::memory::MemoryBus;
 use crate::outgoing::{encode_event, new_message_id};
 use crate::telemetry::PublishMetrics;
+use crate::trace::Producer;
 use crate::{BackendKind, Error, Event, EventBusConfig, Headers, IntoSubscription, Topic, headers};
 
 /// The server's acknowledgement of a publish: the event is stored.
@@ -141,20 +142,35 @@ impl EventBus {
         topic: Topic<E>,
         event: &E,
     ) -> Result<PublishAck, Error> {
+        let trace = self.trace_context.then(|| Producer::single(topic.as_str()));
+        let result = self
+            .publish_traced(topic.as_str(), event, trace.as_ref())
+            .await;
+        if let Some(trace) = &trace {
+            trace.finish(&result);
+        }
+        result
+    }
+
+    /// Publishes `event` on `topic` (a topic of its type), carrying the trace headers of `trace`.
+    async fn publish_traced<E: Event>(
+        &self,
+        topic: &str,
+        event: &E,
+        trace: Option<&Producer>,
+    ) -> Result<PublishAck, Error> {
         let started = Instant::now();
         let result = match &*self.backend {
-            Backend::Memory(m) => match self.prepare(event) {
-                Ok((payload, headers)) => m.publish(topic.as_str(), payload, headers).await,
+            Backend::Memory(m) => match prepare(event, trace) {
+                Ok((payload, headers)) => m.publish(topic, payload, headers).await,
                 Err(e) => Err(e),
             },
             // Boxed: its future is large, and a publish future is built and moved on every
             // publish, memory ones included; one allocation is nothing beside a round trip.
             #[cfg(feature = "jetstream")]
-            Backend::JetStream(j) => {
-                Box::pin(j.publish_event(topic.as_str(), event, self.trace_context)).await
-            }
+            Backend::JetStream(j) => Box::pin(j.publish_event(topic, event, trace)).await,
         };
-        self.record_publish(topic.as_str(), started, &result);
+        self.record_publish(topic, started, &result);
         result
     }
 
@@ -177,13 +193,20 @@ impl EventBus {
         if headers.get(headers::MSG_ID).is_none() {
             headers.insert(headers::MSG_ID, new_message_id());
         }
-        if self.trace_context && headers.get(headers::TRACEPARENT).is_none() {
-            headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
+        // Trace headers the caller wrote are kept as they are, with no span of the bus's.
+        let trace = (self.trace_context && headers.get(headers::TRACEPARENT).is_none())
+            .then(|| Producer::single(topic));
+        if let Some(trace) = &trace {
+            trace.message_id(headers.get(headers::MSG_ID).unwrap_or_default());
+            trace.headers().write_to(&mut headers);
         }
         headers.validate()?;
         let started = Instant::now();
         let result = self.send(topic, payload.into(), headers).await;
         self.record_publish(topic, started, &result);
+        if let Some(trace) = &trace {
+            trace.finish(&result);
+        }
         result
     }
 
@@ -197,18 +220,33 @@ impl EventBus {
         E: Event,
         I: IntoIterator<Item = &'a E>,
     {
-        let events = events.into_iter();
+        let topic = E::TOPIC.as_str();
+        let trace = self.trace_context.then(|| Producer::batch(topic));
+        let result = self
+            .publish_batch_traced(topic, events.into_iter(), trace.as_ref())
+            .await;
+        if let Some(trace) = &trace {
+            trace.finish(&result);
+        }
+        result
+    }
+
+    /// Publishes a batch, every event carrying the trace headers of `trace`.
+    async fn publish_batch_traced<'a, E: Event>(
+        &self,
+        topic: &str,
+        events: impl Iterator<Item = &'a E>,
+        trace: Option<&Producer>,
+    ) -> Result<Vec<PublishAck>, Error> {
         #[cfg(feature = "jetstream")]
         if let Backend::JetStream(j) = &*self.backend {
-            let result = j
-                .publish_events(E::TOPIC.as_str(), events, self.trace_context)
-                .await;
-            self.record_batch(E::TOPIC.as_str(), &result);
+            let result = j.publish_events(topic, events, trace).await;
+            self.record_batch(topic, &result);
             return result;
         }
         let mut acks = Vec::with_capacity(events.size_hint().0);
         for (i, event) in events.enumerate() {
-            match self.publish(event).await {
+            match self.publish_traced(topic, event, trace).await {
                 Ok(ack) => acks.push(ack),
                 Err(e) => {
                     let mut reached: Vec<_> = acks.into_iter().map(Some).collect();
@@ -237,16 +275,6 @@ impl EventBus {
             }
             Err(e) => m.publishes(topic, Err(e), 1),
         }
-    }
-
-    /// The payload and headers of a publish of `event`: the encoded event, its id and type,
-    /// and `traceparent` when trace context is on.
-    fn prepare<E: Event>(&self, event: &E) -> Result<(Bytes, Headers), Error> {
-        let (payload, mut headers) = encode_event(event)?;
-        if self.trace_context {
-            headers.insert(headers::TRACEPARENT, crate::trace::outgoing());
-        }
-        Ok((payload, headers))
     }
 
     async fn send(
@@ -326,4 +354,15 @@ impl From<MemoryBus> for EventBus {
             publish_metrics: Arc::default(),
         }
     }
+}
+
+/// The payload and headers of a publish of `event`: the encoded event, its id and type, and the
+/// trace headers of `trace`.
+fn prepare<E: Event>(event: &E, trace: Option<&Producer>) -> Result<(Bytes, Headers), Error> {
+    let (payload, mut headers) = encode_event(event)?;
+    if let Some(trace) = trace {
+        trace.message_id(headers.get(headers::MSG_ID).unwrap_or_default());
+        trace.headers().write_to(&mut headers);
+    }
+    Ok((payload, headers))
 }

@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use crate::handler::HandlerSlot;
 use crate::middleware::{Pipeline, panic_error};
-use crate::trace::{self, TraceParent};
-use crate::{Delivery, ErrorClass, HandlerError, headers};
+use crate::trace::Consumer;
+use crate::{Delivery, ErrorClass, HandlerError};
 
 /// A handler after its first poll.
 pub(crate) enum FirstPoll {
@@ -28,7 +28,7 @@ pub(crate) enum FirstPoll {
 /// A handler that did not finish at its first poll.
 pub(crate) struct Waiting {
     handler: HandlerSlot,
-    parent: Option<TraceParent>,
+    trace: Consumer,
 }
 
 impl Waiting {
@@ -36,28 +36,28 @@ impl Waiting {
     /// cancelled with a retryable [`ErrorClass::Timeout`] error.
     pub(crate) async fn finish(self, limit: Option<Duration>) -> Result<(), HandlerError> {
         let caught = AssertUnwindSafe(self.handler).catch_unwind();
-        let run = trace::within(self.parent, caught);
+        let run = self.trace.run(caught);
         let outcome = match limit {
             None => run.await,
             Some(limit) => match tokio::time::timeout(limit, run).await {
                 Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(HandlerError::new(
-                        ErrorClass::Timeout,
-                        format!(
-                            "the delivery did not finish within {limit:?} \
-                             (`consumer.handler_timeout`) and was cancelled"
-                        ),
-                    ));
-                }
+                Err(_) => Ok(Err(HandlerError::new(
+                    ErrorClass::Timeout,
+                    format!(
+                        "the delivery did not finish within {limit:?} \
+                         (`consumer.handler_timeout`) and was cancelled"
+                    ),
+                ))),
             },
         };
-        outcome.unwrap_or_else(|panic| Err(panic_error(&*panic)))
+        let outcome = outcome.unwrap_or_else(|panic| Err(panic_error(&*panic)));
+        self.trace.finish(std::slice::from_ref(&outcome));
+        outcome
     }
 }
 
 /// Starts the pipeline on a delivery and polls it once, in the delivery's trace (with
-/// `trace_context`), with panics caught. The handler's future goes in `slot`, whose allocation
+/// `trace_context`: see [`crate::trace`]), with panics caught. The handler's future goes in `slot`, whose allocation
 /// the next delivery reuses when this one finishes here; one that waits takes the slot's
 /// future with it.
 pub(crate) async fn first_poll(
@@ -67,31 +67,36 @@ pub(crate) async fn first_poll(
     slot: &mut HandlerSlot,
     trace_context: bool,
 ) -> FirstPoll {
-    let parent = trace_context
-        .then(|| delivery.headers().get(headers::TRACEPARENT))
-        .flatten()
-        .and_then(TraceParent::parse);
+    let mut trace = if trace_context {
+        Consumer::of(&delivery, payload.len())
+    } else {
+        Consumer::none()
+    };
     let mut delivery = Some(delivery);
     std::future::poll_fn(|cx| {
         let delivery = delivery.take().expect("a ready poll_fn is polled once");
-        let first = trace::sync_within(parent, || {
+        let first = trace.run_sync(|| {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 pipeline.start(payload, delivery, slot);
                 slot.poll(cx)
             }))
         });
-        Poll::Ready(match first {
-            Ok(Poll::Ready(outcome)) => FirstPoll::Finished(outcome),
-            Ok(Poll::Pending) => FirstPoll::Waiting(Waiting {
-                handler: std::mem::replace(slot, idle_slot()),
-                parent,
-            }),
+        let outcome = match first {
+            Ok(Poll::Ready(outcome)) => outcome,
+            Ok(Poll::Pending) => {
+                return Poll::Ready(FirstPoll::Waiting(Waiting {
+                    handler: std::mem::replace(slot, idle_slot()),
+                    trace: std::mem::replace(&mut trace, Consumer::none()),
+                }));
+            }
             Err(panic) => {
                 // What the panic left in the slot is not polled again.
                 *slot = idle_slot();
-                FirstPoll::Finished(Err(panic_error(&*panic)))
+                Err(panic_error(&*panic))
             }
-        })
+        };
+        trace.finish(std::slice::from_ref(&outcome));
+        Poll::Ready(FirstPoll::Finished(outcome))
     })
     .await
 }
@@ -101,14 +106,26 @@ pub(crate) fn idle_slot() -> HandlerSlot {
     HandlerSlot::new(std::future::pending())
 }
 
-/// Runs a batch handler's future to the end, with panics caught and past `limit` cancelled;
-/// a failure of the whole run is the outcome of each of its `n` messages.
+/// Runs a batch handler's future to the end, in `trace`, with panics caught and past `limit`
+/// cancelled; a failure of the whole run is the outcome of each of its `n` messages.
 pub(crate) async fn run_batch(
     handler: crate::handler::BatchFuture,
     n: usize,
     limit: Option<Duration>,
+    trace: Consumer,
 ) -> Vec<Result<(), HandlerError>> {
-    let caught = AssertUnwindSafe(handler).catch_unwind();
+    let outcomes = run_batch_in(&trace, handler, n, limit).await;
+    trace.finish(&outcomes);
+    outcomes
+}
+
+async fn run_batch_in(
+    trace: &Consumer,
+    handler: crate::handler::BatchFuture,
+    n: usize,
+    limit: Option<Duration>,
+) -> Vec<Result<(), HandlerError>> {
+    let caught = trace.run(AssertUnwindSafe(handler).catch_unwind());
     let all = |error: HandlerError| {
         let (class, message) = (error.class(), error.message());
         (0..n)

@@ -41,6 +41,7 @@ use self::first_poll::idle_slot;
 use crate::handler::HandlerSlot;
 use crate::observe::{MaybeObserver, Observer, Settled, SettledAs};
 use crate::telemetry::DeliveryMetrics;
+use crate::trace::Consumer;
 use crate::{Delivery, HandlerError, RawMessage};
 
 /// Where a subscription's messages come from, and how each one is settled.
@@ -369,7 +370,12 @@ impl<S: Source> Worker<S> {
         let every = self.settings.keep_alive_every();
         let limit = self.settings.handler_timeout;
         let n = raws.len();
-        let run = first_poll::run_batch(handler.call(&raws), n, limit);
+        let trace = if self.settings.trace_context {
+            Consumer::batch(&raws)
+        } else {
+            Consumer::none()
+        };
+        let run = first_poll::run_batch(handler.call(&raws), n, limit, trace);
         running.push(async move {
             let msgs: Vec<&S::Message> = in_hand.iter().map(|h| &h.msg).collect();
             let outcomes = keep_alive_while::<S, _>(&msgs, every, run).await;

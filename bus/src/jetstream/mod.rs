@@ -223,9 +223,9 @@ impl JetStreamBus {
         &self,
         topic: &str,
         event: &E,
-        trace_context: bool,
+        trace: Option<&crate::trace::Producer>,
     ) -> Result<PublishAck, Error> {
-        let message = publish::EventOut::new(event, trace_context)?;
+        let message = publish::EventOut::new(event, trace)?;
         self.inner.publish(topic, &message).await
     }
 
@@ -234,9 +234,9 @@ impl JetStreamBus {
         &self,
         topic: &str,
         events: impl Iterator<Item = &'a E>,
-        trace_context: bool,
+        trace: Option<&crate::trace::Producer>,
     ) -> Result<Vec<PublishAck>, Error> {
-        let messages = events.map(|e| publish::EventOut::new(e, trace_context));
+        let messages = events.map(|e| publish::EventOut::new(e, trace));
         self.inner.publish_batch(topic, messages).await
     }
 

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::Inner;
 use crate::delivery::DeadLetter;
 use crate::headers as names;
+use crate::trace::{Producer, TraceHeaders};
 use crate::{Error, Event, Headers, PublishAck};
 
 /// Acknowledgements in flight at most during a batch publish.
@@ -139,13 +140,13 @@ impl Outgoing for Prepared<'_> {
 pub(crate) struct EventOut<'a, E> {
     event: &'a E,
     id: Cow<'a, str>,
-    traceparent: Option<String>,
+    trace: Option<TraceHeaders>,
 }
 
 impl<'a, E: Event> EventOut<'a, E> {
-    /// The message of `event`: its id (or a new one) and type, and `traceparent` with
-    /// `trace_context`.
-    pub(crate) fn new(event: &'a E, trace_context: bool) -> Result<Self, Error> {
+    /// The message of `event`: its id (or a new one) and type, and the trace headers of
+    /// `trace`.
+    pub(crate) fn new(event: &'a E, trace: Option<&Producer>) -> Result<Self, Error> {
         let id = match event.event_id() {
             Some(id) if !id.is_empty() => {
                 crate::headers::check_message_id(id)?;
@@ -153,11 +154,11 @@ impl<'a, E: Event> EventOut<'a, E> {
             }
             _ => Cow::Owned(crate::outgoing::new_message_id()),
         };
-        Ok(EventOut {
-            event,
-            id,
-            traceparent: trace_context.then(crate::trace::outgoing),
-        })
+        let trace = trace.map(|trace| {
+            trace.message_id(&id);
+            trace.headers()
+        });
+        Ok(EventOut { event, id, trace })
     }
 }
 
@@ -166,11 +167,12 @@ impl<E: Event> Outgoing for EventOut<'_, E> {
         let mut headers = HeaderMap::new();
         headers.insert(HeaderName::from_static(names::MSG_ID), self.id.as_ref());
         headers.insert(HeaderName::from_static(names::EVENT_TYPE), E::FULL_NAME);
-        if let Some(traceparent) = &self.traceparent {
-            headers.insert(
-                HeaderName::from_static(names::TRACEPARENT),
-                traceparent.as_str(),
-            );
+        for (name, value) in self.trace.iter().flat_map(TraceHeaders::iter) {
+            let name = match name {
+                names::TRACEPARENT => HeaderName::from_static(names::TRACEPARENT),
+                other => other.into_header_name(),
+            };
+            headers.insert(name, value);
         }
         PublishMessage::build()
             .payload(Bytes::from(self.event.encode_to_vec()))
@@ -182,9 +184,7 @@ impl<E: Event> Outgoing for EventOut<'_, E> {
         let mut headers = "NATS/1.0\r\n\r\n".len()
             + line(names::MSG_ID, &self.id)
             + line(names::EVENT_TYPE, E::FULL_NAME);
-        if let Some(traceparent) = &self.traceparent {
-            headers += line(names::TRACEPARENT, traceparent);
-        }
+        headers += self.trace.as_ref().map_or(0, TraceHeaders::wire_len);
         self.event.encoded_len() + headers
     }
 }

@@ -1,0 +1,332 @@
+//! Trace context on events.
+//!
+//! With [`EventBusConfig::trace_context`](crate::EventBusConfig::trace_context) on, every
+//! published event carries W3C trace context. An event published while a handler runs continues
+//! the trace of the event being handled, so a chain of events across services reads as one
+//! trace; an event published elsewhere starts a new trace (or, with `otel`, continues the
+//! caller's span). Receivers that do not know the headers ignore them.
+//!
+//! Two implementations sit behind one small interface ([`Producer`] for a publish, [`Consumer`]
+//! for a delivery):
+//!
+//! - without the `otel` feature, a light pass-through: a `traceparent` is parsed from the
+//!   delivery and a child of it written on events the handler publishes; no spans;
+//! - with `otel` (module `otel`), spans through `tracing-opentelemetry` following the
+//!   OpenTelemetry messaging conventions, and context carried by the global propagator
+//!   (`traceparent`, `tracestate`, baggage). Where no OpenTelemetry layer is installed, or the
+//!   span is filtered out, it falls back to the light pass-through, so events still carry
+//!   context between services.
+
+#[cfg(feature = "otel")]
+mod otel;
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use smallvec::SmallVec;
+
+use crate::util::random_u64;
+use crate::{Delivery, Error, HandlerError, Headers, RawMessage};
+
+tokio::task_local! {
+    static CURRENT: TraceParent;
+}
+
+/// A parsed `traceparent`: version 00, trace id, parent (span) id, flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TraceParent {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) flags: u8,
+}
+
+impl TraceParent {
+    /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; anything else (or all-zero ids) is `None`.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2
+            || version == "ff"
+            || trace.len() != 32
+            || span.len() != 16
+            || flags.len() != 2
+        {
+            return None;
+        }
+        u8::from_str_radix(version, 16).ok()?;
+        let p = TraceParent {
+            trace_id: u128::from_str_radix(trace, 16).ok()?,
+            span_id: u64::from_str_radix(span, 16).ok()?,
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        };
+        (p.trace_id != 0 && p.span_id != 0).then_some(p)
+    }
+
+    /// A new trace, sampled.
+    fn root() -> Self {
+        TraceParent {
+            trace_id: (u128::from(random()) << 64) | u128::from(random()),
+            span_id: random(),
+            flags: 1,
+        }
+    }
+
+    /// The same trace with a new parent id.
+    fn child(&self) -> Self {
+        TraceParent {
+            span_id: random(),
+            ..*self
+        }
+    }
+
+    /// The header value.
+    pub(crate) fn to_header(self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+/// A non-zero random 64-bit id.
+fn random() -> u64 {
+    random_u64().max(1)
+}
+
+/// The `traceparent` for an event published now: a child of the event being handled by this
+/// task, or a new trace.
+fn light_outgoing() -> String {
+    CURRENT
+        .try_with(TraceParent::child)
+        .unwrap_or_else(|_| TraceParent::root())
+        .to_header()
+}
+
+/// The trace headers of one outgoing message, in the order they are written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TraceHeaders(SmallVec<[(Cow<'static, str>, String); 1]>);
+
+impl TraceHeaders {
+    /// Only a `traceparent`.
+    fn traceparent(value: String) -> Self {
+        TraceHeaders(smallvec::smallvec![(
+            Cow::Borrowed(crate::headers::TRACEPARENT),
+            value
+        )])
+    }
+
+    /// The headers as name and value.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
+    }
+
+    /// Writes them into `headers`, replacing values of the same names.
+    pub(crate) fn write_to(self, headers: &mut Headers) {
+        for (name, value) in self.0 {
+            headers.insert(name, value);
+        }
+    }
+
+    /// Their size in a NATS header block.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.iter()
+            .map(|(n, v)| crate::headers::header_line_len(n, v))
+            .sum()
+    }
+}
+
+/// The trace side of one publish, or of one batch of publishes: with `otel`, a producer span,
+/// ended when this is dropped.
+pub(crate) struct Producer {
+    #[cfg(feature = "otel")]
+    span: tracing::Span,
+    #[cfg(feature = "otel")]
+    batch: bool,
+}
+
+impl Producer {
+    /// Starts the trace of a publish on `topic`.
+    pub(crate) fn single(topic: &str) -> Self {
+        Self::start(topic, false)
+    }
+
+    /// Starts the trace of a batch of publishes on `topic`, all carrying its context.
+    pub(crate) fn batch(topic: &str) -> Self {
+        Self::start(topic, true)
+    }
+
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    fn start(topic: &str, batch: bool) -> Self {
+        Producer {
+            #[cfg(feature = "otel")]
+            span: otel::producer_span(topic),
+            #[cfg(feature = "otel")]
+            batch,
+        }
+    }
+
+    /// The trace headers each message of this publish carries.
+    pub(crate) fn headers(&self) -> TraceHeaders {
+        #[cfg(feature = "otel")]
+        if let Some(headers) = otel::inject(&self.span) {
+            return headers;
+        }
+        TraceHeaders::traceparent(light_outgoing())
+    }
+
+    /// Records the message id (of a single publish; a batch has many).
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    pub(crate) fn message_id(&self, id: &str) {
+        #[cfg(feature = "otel")]
+        if !self.batch {
+            self.span.record("messaging.message.id", id);
+        }
+    }
+
+    /// Records how the publish ended (and, for a batch, how many messages it sent).
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    pub(crate) fn finish<T: Sent>(&self, result: &Result<T, Error>) {
+        #[cfg(feature = "otel")]
+        {
+            if self.batch {
+                let sent = match result {
+                    Ok(acks) => acks.count(),
+                    Err(Error::PartialBatch { acks, .. }) => acks.len(),
+                    Err(_) => 1,
+                };
+                self.span
+                    .record("messaging.batch.message_count", otel::as_i64(sent));
+            }
+            if let Err(e) = result {
+                otel::failed(&self.span, crate::telemetry::publish_error_class(e), e);
+            }
+        }
+    }
+}
+
+/// What a publish returns: how many messages it sent.
+pub(crate) trait Sent {
+    /// The number of messages.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    fn count(&self) -> usize;
+}
+
+impl Sent for crate::PublishAck {
+    fn count(&self) -> usize {
+        1
+    }
+}
+
+impl Sent for Vec<crate::PublishAck> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The trace a handler runs in: the delivery's trace context and, with `otel`, a consumer span,
+/// ended when this is dropped.
+pub(crate) struct Consumer {
+    parent: Option<TraceParent>,
+    #[cfg(feature = "otel")]
+    span: tracing::Span,
+}
+
+impl Consumer {
+    /// No trace (`trace_context` off).
+    pub(crate) fn none() -> Self {
+        Consumer {
+            parent: None,
+            #[cfg(feature = "otel")]
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// The trace of a delivery of a `payload_len`-byte message.
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    pub(crate) fn of(delivery: &Delivery, payload_len: usize) -> Self {
+        let parent = delivery
+            .headers()
+            .get(crate::headers::TRACEPARENT)
+            .and_then(TraceParent::parse);
+        Consumer {
+            parent,
+            #[cfg(feature = "otel")]
+            span: otel::consumer_span(delivery, payload_len),
+        }
+    }
+
+    /// The trace of a batch handler's run over `messages`: with `otel`, one span linked to the
+    /// context of each message; without, none (a batch has no single parent).
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    pub(crate) fn batch(messages: &[RawMessage]) -> Self {
+        Consumer {
+            parent: None,
+            #[cfg(feature = "otel")]
+            span: otel::batch_span(messages),
+        }
+    }
+
+    /// Runs `fut` (a handler) inside this trace.
+    pub(crate) async fn run<F: Future>(&self, fut: F) -> F::Output {
+        #[cfg(feature = "otel")]
+        let fut = tracing::Instrument::instrument(fut, self.span.clone());
+        match self.parent {
+            Some(parent) => CURRENT.scope(parent, fut).await,
+            None => fut.await,
+        }
+    }
+
+    /// Runs `f` (one poll of a handler) inside this trace.
+    pub(crate) fn run_sync<R>(&self, f: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "otel")]
+        let _entered = self.span.enter();
+        match self.parent {
+            Some(parent) => CURRENT.sync_scope(parent, f),
+            None => f(),
+        }
+    }
+
+    /// Records how the handler ended.
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    pub(crate) fn finish(&self, outcomes: &[Result<(), HandlerError>]) {
+        #[cfg(feature = "otel")]
+        if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
+            otel::failed(&self.span, e.class().as_str(), e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_format() {
+        let s = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let p = TraceParent::parse(s).unwrap();
+        assert_eq!(p.to_header(), s);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-xyz92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn children_keep_the_trace() {
+        let outgoing = || light_outgoing();
+        let root = TraceParent::parse(&outgoing()).unwrap();
+        let child = CURRENT.scope(root, async { outgoing() }).await;
+        let child = TraceParent::parse(&child).unwrap();
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_ne!(child.span_id, root.span_id);
+        let other = TraceParent::parse(&outgoing()).unwrap();
+        assert_ne!(other.trace_id, root.trace_id);
+    }
+}
