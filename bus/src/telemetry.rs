@@ -260,3 +260,13 @@ impl DeliveryMetrics {
         self.running = 0;
     }
 }
+
+/// A message of the subscription on `filter` in `group` that the server stopped delivering
+/// (JetStream's max-deliveries advisory) and the bus dead-lettered: no handler concluded it, so
+/// only the dead-letter count moves.
+#[cfg(feature = "jetstream")]
+pub(crate) fn dead_lettered_by_server(filter: &str, group: &str) {
+    metrics::counter!(DEAD_LETTERS_TOTAL, "topic" => filter.to_owned(),
+        "group" => group.to_owned(), "class" => crate::ErrorClass::MaxDeliveries.as_str())
+    .increment(1);
+}

@@ -22,6 +22,42 @@ use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A global metrics recorder for this binary (its tests run on multi-thread runtimes, where a
+/// local recorder sees nothing of the bus's tasks); each test reads only its own series.
+fn metrics() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("one recorder per binary");
+        snapshotter
+    })
+}
+
+/// The value of counter `name` with exactly `labels` (in any order), if it was registered.
+fn counter(name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    metrics()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find_map(|(key, _, _, value)| {
+            let key = key.key();
+            let mut have: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
+            let mut want = labels.to_vec();
+            have.sort_unstable();
+            want.sort_unstable();
+            match value {
+                metrics_util::debugging::DebugValue::Counter(n)
+                    if key.name() == name && have == want =>
+                {
+                    Some(n)
+                }
+                _ => None,
+            }
+        })
+}
+
 fn config(server: &NatsServer, name: &str) -> EventBusConfig {
     let mut c = server.bus_config();
     c.consumer_name = name.into();
@@ -199,6 +235,7 @@ async fn spawn_worker(server: &NatsServer, out: &std::path::Path) -> tokio::proc
 /// dead letter, a documented gap.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_whose_consumer_died_on_its_last_delivery_is_dead_lettered() {
+    metrics();
     let server = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut worker = spawn_worker(&server, &dir.path().join("out")).await;
@@ -244,6 +281,21 @@ async fn an_event_whose_consumer_died_on_its_last_delivery_is_dead_lettered() {
     dlq.wait_for(1, WAIT).await;
     assert_eq!(dlq.items()[0], (1, "max_deliveries".to_owned()));
     assert!(handled.is_empty(), "its one delivery was used up");
+    // Counted with the dead letters the handlers' verdicts make.
+    let labels = [
+        ("topic", Ping::TOPIC.as_str()),
+        ("group", "last-delivery"),
+        ("class", "max_deliveries"),
+    ];
+    let deadline = Instant::now() + WAIT;
+    while counter(bus::telemetry::DEAD_LETTERS_TOTAL, &labels) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "bus_dead_letters_total {labels:?}: {:?}",
+            counter(bus::telemetry::DEAD_LETTERS_TOTAL, &labels)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     bus.close().await.unwrap();
 }
 

@@ -27,11 +27,13 @@ struct MaxDeliveries {
     deliveries: u64,
 }
 
-/// Dead-letters the messages durable consumer `durable` on `stream` gave up on, until `shutdown`.
+/// Dead-letters the messages durable consumer `durable` on `stream` (the subscription on
+/// `filter` in `group`) gave up on, until `shutdown`.
 pub(crate) async fn watch_max_deliveries(
     bus: Arc<Inner>,
     stream: String,
     durable: String,
+    filter: String,
     group: Arc<str>,
     shutdown: CancellationToken,
 ) {
@@ -62,11 +64,14 @@ pub(crate) async fn watch_max_deliveries(
                 continue;
             }
         };
-        dead_letter(&bus, &stream, &group, gave_up).await;
+        if dead_letter(&bus, &stream, &group, gave_up).await {
+            crate::telemetry::dead_lettered_by_server(&filter, &group);
+        }
     }
 }
 
-async fn dead_letter(bus: &Inner, stream: &str, group: &Arc<str>, gave_up: MaxDeliveries) {
+/// Dead-letters the message the server gave up on; whether it is stored.
+async fn dead_letter(bus: &Inner, stream: &str, group: &Arc<str>, gave_up: MaxDeliveries) -> bool {
     let sequence = gave_up.stream_seq;
     let fetched = match bus.js.get_stream_no_info(stream).await {
         Ok(s) => s.get_raw_message(sequence).await.map_err(|e| e.to_string()),
@@ -80,7 +85,7 @@ async fn dead_letter(bus: &Inner, stream: &str, group: &Arc<str>, gave_up: MaxDe
                 "the server gave up delivering an event that cannot be read anymore (removed by \
                  the stream's limits?); it is not dead-lettered"
             );
-            return;
+            return false;
         }
     };
     let delivery = Delivery::new(
@@ -107,5 +112,5 @@ async fn dead_letter(bus: &Inner, stream: &str, group: &Arc<str>, gave_up: MaxDe
         &error,
         bus.max_payload(),
     );
-    bus.store_dead_letter(&letter).await;
+    bus.store_dead_letter(&letter).await
 }

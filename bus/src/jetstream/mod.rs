@@ -317,6 +317,7 @@ impl JetStreamBus {
                 Arc::clone(inner),
                 checked_stream,
                 durable,
+                sub.filter.to_string(),
                 group_for_watch,
                 inner.tasks.shutdown(),
             ),
