@@ -5,6 +5,7 @@
 //! | [`MSG_ID`] (`Nats-Msg-Id`) | every publish | the event's `event_id`, or a generated id; the server drops a repeat inside its duplicate window |
 //! | [`EVENT_TYPE`] (`Bus-Event-Type`) | typed publishes | the full protobuf name of the payload |
 //! | [`TRACEPARENT`] (`traceparent`) | publishes with `trace_context` | W3C trace context |
+//! | `tracestate`, `baggage` | publishes with `trace_context` and `otel`, as the global propagator writes them | W3C trace state and baggage ([`crate::trace`]) |
 //! | `Bus-Dlq-*` ([`DLQ_TOPIC`] ...) | dead letters | where the event came from and why it failed |
 //! | [`REPLAY_OF`] (`Bus-Replay-Of`) | `bus dlq replay` | the event is a replay of this dead letter |
 //!

@@ -37,6 +37,14 @@
 //! bus.close().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `jetstream` | yes | the NATS JetStream backend |
+//! | `testing` | | [`testing`]: `TestBus` for handler tests, throwaway `nats-server`s |
+//! | `otel` | | OpenTelemetry spans for publishes and deliveries ([`trace`]) |
 
 mod bus;
 mod capture;
@@ -63,7 +71,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topic;
-mod trace;
+pub mod trace;
 mod util;
 
 pub use crate::bus::{EventBus, Health, PublishAck};

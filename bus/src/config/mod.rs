@@ -118,8 +118,9 @@ pub struct EventBusConfig {
     pub drain_timeout: Duration,
     /// Capacity of each subscription group's queue in the memory backend.
     pub memory_queue_capacity: usize,
-    /// Send a W3C `traceparent` with every event: events published by a handler continue the
-    /// trace of the event it handles, others start a new trace.
+    /// Send W3C trace context with every event: events published by a handler continue the
+    /// trace of the event it handles. With the `otel` feature, also OpenTelemetry spans for
+    /// publishes and deliveries. See [`crate::trace`].
     pub trace_context: bool,
 }
 

@@ -1,21 +1,75 @@
-//! Trace context on events.
+//! Trace context on events, and OpenTelemetry spans (feature `otel`).
 //!
-//! With [`EventBusConfig::trace_context`](crate::EventBusConfig::trace_context) on, every
-//! published event carries W3C trace context. An event published while a handler runs continues
-//! the trace of the event being handled, so a chain of events across services reads as one
-//! trace; an event published elsewhere starts a new trace (or, with `otel`, continues the
-//! caller's span). Receivers that do not know the headers ignore them.
+//! With [`EventBusConfig::trace_context`](crate::EventBusConfig::trace_context) on
+//! (`BUS_TRACE_CONTEXT=true`; off by default), every published event carries W3C trace context.
+//! An event published while a handler runs continues the trace of the event being handled, so a
+//! chain of events across services reads as one trace; receivers that do not know the headers
+//! ignore them.
 //!
-//! Two implementations sit behind one small interface ([`Producer`] for a publish, [`Consumer`]
-//! for a delivery):
+//! # Without `otel`: a light pass-through
 //!
-//! - without the `otel` feature, a light pass-through: a `traceparent` is parsed from the
-//!   delivery and a child of it written on events the handler publishes; no spans;
-//! - with `otel` (module `otel`), spans through `tracing-opentelemetry` following the
-//!   OpenTelemetry messaging conventions, and context carried by the global propagator
-//!   (`traceparent`, `tracestate`, baggage). Where no OpenTelemetry layer is installed, or the
-//!   span is filtered out, it falls back to the light pass-through, so events still carry
-//!   context between services.
+//! The bus reads the `traceparent` of each delivery and writes a child of it (same trace id, a
+//! new parent id, same flags) on every event the handler publishes; an event published outside
+//! a handler starts a new, sampled trace. No spans are made.
+//!
+//! # With `otel`: spans
+//!
+//! The bus makes `tracing` spans that `tracing-opentelemetry` exports as OpenTelemetry spans:
+//! a producer span per publish (one per [`publish_batch`](crate::EventBus::publish_batch)) and a
+//! consumer span per delivery (one per batch handler run, linked to each message's context).
+//! Context is written and read by the global propagator
+//! (`opentelemetry::global::set_text_map_propagator`): with W3C trace context and baggage, a
+//! message carries `traceparent`, `tracestate` and `baggage`. The consumer span is a child of
+//! the context the message carries, whoever published it; a producer span is a child of the
+//! current span, so a publish inside a handler continues the handler's trace. Sampling is the
+//! SDK's sampler's decision (with the default parent-based sampler, an unsampled caller stays
+//! unsampled downstream).
+//!
+//! | | producer span | consumer span |
+//! |---|---|---|
+//! | name | `publish {topic}` | `process {topic}` |
+//! | kind | producer | consumer |
+//! | `messaging.system` | `nats` | `nats` |
+//! | `messaging.operation.name` | `publish` | `process` |
+//! | `messaging.operation.type` | `send` | `process` |
+//! | `messaging.destination.name` | the topic | the topic |
+//! | `messaging.message.id` | the message id (not for batches) | the message id |
+//! | `messaging.batch.message_count` | batches | batch handlers |
+//! | `messaging.consumer.group.name` | | the group |
+//! | `messaging.message.body.size` | | payload bytes |
+//! | `messaging.nats.message.delivery_attempt` | | 1 for the first delivery |
+//! | `error.type`, error status | the publish error class | the handler's error class |
+//!
+//! The spans have target `bus` and level `INFO`: a subscriber filter that drops them drops the
+//! spans, not the context. Where no OpenTelemetry layer is installed (or the spans are
+//! filtered out), the bus falls back to the light pass-through; where no propagator is set
+//! (OpenTelemetry's default carries nothing), it still reads and writes `traceparent`. Either
+//! way, turning the feature on never drops context between services.
+//!
+//! A service's setup, with `opentelemetry_sdk`, `tracing-subscriber` and `tracing-opentelemetry`
+//! (the `traces` example runs it, exporting to memory and printing the tree):
+//!
+//! ```rust,ignore
+//! use opentelemetry::propagation::TextMapCompositePropagator;
+//! use opentelemetry::trace::TracerProvider as _;
+//! use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+//! use opentelemetry_sdk::trace::SdkTracerProvider;
+//! use tracing_subscriber::layer::SubscriberExt;
+//! use tracing_subscriber::util::SubscriberInitExt;
+//!
+//! opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+//!     Box::new(TraceContextPropagator::new()),
+//!     Box::new(BaggagePropagator::new()),
+//! ]));
+//! let provider = SdkTracerProvider::builder() /* .with_batch_exporter(your OTLP exporter) */
+//!     .build();
+//! tracing_subscriber::registry()
+//!     .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("my-service")))
+//!     .init();
+//! let mut config = bus::EventBusConfig::from_env()?;
+//! config.trace_context = true;
+//! let bus = bus::EventBus::connect(config).await?;
+//! ```
 
 #[cfg(feature = "otel")]
 mod otel;

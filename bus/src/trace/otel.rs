@@ -1,29 +1,7 @@
-//! OpenTelemetry spans and context propagation (the `otel` feature).
+//! OpenTelemetry spans and context propagation (the `otel` feature; see the parent module).
 //!
 //! Spans are `tracing` spans with the fields `tracing-opentelemetry` turns into OpenTelemetry
-//! span names, kinds and attributes, named and attributed after the OpenTelemetry messaging
-//! conventions:
-//!
-//! | | producer span | consumer span |
-//! |---|---|---|
-//! | name | `publish {topic}` | `process {topic}` |
-//! | kind | producer | consumer |
-//! | `messaging.system` | `nats` | `nats` |
-//! | `messaging.operation.name` | `publish` | `process` |
-//! | `messaging.operation.type` | `send` | `process` |
-//! | `messaging.destination.name` | the topic | the topic |
-//! | `messaging.message.id` | the message id (single publishes) | the message id |
-//! | `messaging.batch.message_count` | batches | batch handlers |
-//! | `messaging.consumer.group.name` | | the group |
-//! | `messaging.message.body.size` | | payload bytes |
-//! | `messaging.nats.message.delivery_attempt` | | 1 for the first delivery |
-//! | `error.type` and error status | on failure: the error class | on failure: the error class |
-//!
-//! Context goes into and out of the headers through the global propagator
-//! (`opentelemetry::global::set_text_map_propagator`), so `tracestate` and baggage travel when
-//! it carries them. With no propagator installed (OpenTelemetry's default is one that carries
-//! nothing), the bus still reads and writes `traceparent`, so enabling the feature never drops
-//! context between services.
+//! span names (`otel.name`), kinds (`otel.kind`) and attributes.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
