@@ -40,6 +40,9 @@
 //! | `messaging.nats.message.delivery_attempt` | | 1 for the first delivery |
 //! | `error.type`, error status | the publish error class | the handler's error class |
 //!
+//! The memory backend reports `messaging.system = nats` too: it keeps the same subjects and
+//! headers, so queries and dashboards built on development traces hold in production.
+//!
 //! The spans have target `bus` and level `INFO`: a subscriber filter that drops them drops the
 //! spans, not the context. Where no OpenTelemetry layer is installed (or the spans are
 //! filtered out), the bus falls back to the light pass-through; where no propagator is set
