@@ -52,7 +52,8 @@
 //! A service's setup, with `opentelemetry_sdk`, `tracing-subscriber` and `tracing-opentelemetry`
 //! (the `traces` example runs it, exporting to memory and printing the tree):
 //!
-//! ```rust,ignore
+//! ```no_run
+//! # async fn setup() -> Result<(), Box<dyn std::error::Error>> {
 //! use opentelemetry::propagation::TextMapCompositePropagator;
 //! use opentelemetry::trace::TracerProvider as _;
 //! use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
@@ -72,6 +73,7 @@
 //! let mut config = bus::EventBusConfig::from_env()?;
 //! config.trace_context = true;
 //! let bus = bus::EventBus::connect(config).await?;
+//! # Ok(()) }
 //! ```
 
 #[cfg(feature = "otel")]
