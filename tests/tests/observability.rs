@@ -45,14 +45,18 @@ async fn logging_writes_a_span_and_an_outcome_per_delivery() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let bus = memory_bus();
-    let done = Recorder::<u64>::new();
+    let mut config = bus::EventBusConfig::memory();
+    config.max_deliver = 1;
+    config.trace_context = true;
+    let bus: EventBus = bus::MemoryBus::new(config).unwrap().into();
+    let done = Recorder::<(u64, String)>::new();
     let d = Arc::clone(&done);
     bus.subscribe(
         Subscription::new("logged", Ping::TOPIC)
             .layer(Logging::new())
-            .handler(move |e: Ping| {
-                d.push(e.seq);
+            .handler(move |e: Ping, delivery: bus::Delivery| {
+                let traceparent = delivery.headers().get("traceparent").unwrap_or_default();
+                d.push((e.seq, traceparent.to_owned()));
                 async move {
                     if e.seq == 2 {
                         Err(HandlerError::permanent("rejected"))
@@ -86,6 +90,15 @@ async fn logging_writes_a_span_and_an_outcome_per_delivery() {
     ] {
         assert!(ok_line.contains(field), "missing {field} in {ok_line}");
     }
+    // The trace the delivery belongs to, from its `traceparent`.
+    let items = done.items();
+    let traceparent = &items.iter().find(|(seq, _)| *seq == 1).unwrap().1;
+    let trace_id = traceparent.split('-').nth(1).unwrap();
+    assert_eq!(trace_id.len(), 32, "{traceparent}");
+    assert!(
+        ok_line.contains(&format!("trace_id={trace_id}")),
+        "{ok_line}"
+    );
     let err_line = text
         .lines()
         .find(|l| l.contains("failed permanently"))

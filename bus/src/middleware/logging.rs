@@ -7,7 +7,9 @@ use crate::handler::HandlerFuture;
 use crate::{HandlerError, RawMessage};
 
 /// One `tracing` span per delivery, named `bus.handle`, with the fields `topic`, `event_type`,
-/// `event_id`, `attempt` and `group`; when the chain finishes, one event with the `outcome`
+/// `event_id`, `attempt`, `group` and, when the delivery belongs to a trace, `trace_id` (the
+/// consumer span's with the `otel` feature, else the one the message's `traceparent` carries);
+/// when the chain finishes, one event with the `outcome`
 /// (`ok`, or the error class) and `duration_ms`.
 ///
 /// Successes are logged at the configured level (default `INFO`); retryable failures at
@@ -71,7 +73,11 @@ impl Middleware for Logging {
             event_id = d.event_id().unwrap_or(""),
             attempt = d.attempt(),
             group = d.group(),
+            trace_id = tracing::field::Empty,
         );
+        if let Some(id) = crate::trace::trace_id(d) {
+            span.record("trace_id", format_args!("{id:032x}"));
+        }
         let fut = next.run(msg);
         Box::pin(
             async move {

@@ -162,6 +162,20 @@ fn light_outgoing() -> String {
         .to_header()
 }
 
+/// The trace id of the trace a handler of `delivery` runs in: the current OpenTelemetry span's
+/// (with `otel`, called inside the consumer span), else the one its `traceparent` carries.
+pub(crate) fn trace_id(delivery: &Delivery) -> Option<u128> {
+    #[cfg(feature = "otel")]
+    if let Some(id) = otel::current_trace_id() {
+        return Some(id);
+    }
+    delivery
+        .headers()
+        .get(crate::headers::TRACEPARENT)
+        .and_then(TraceParent::parse)
+        .map(|p| p.trace_id)
+}
+
 /// The trace headers of one outgoing message, in the order they are written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TraceHeaders(SmallVec<[(Cow<'static, str>, String); 1]>);

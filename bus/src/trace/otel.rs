@@ -117,6 +117,15 @@ pub(super) fn inject(span: &Span) -> Option<TraceHeaders> {
     Some(headers)
 }
 
+/// The trace id of the current span, if it has an OpenTelemetry context.
+pub(super) fn current_trace_id() -> Option<u128> {
+    let cx = Span::current().context();
+    let span_context = cx.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| u128::from_be_bytes(span_context.trace_id().to_bytes()))
+}
+
 /// The context `headers` carry, read by the global propagator (or, with none installed, from
 /// `traceparent`).
 fn extract(headers: &Headers) -> Context {
