@@ -212,8 +212,10 @@ impl TraceHeaders {
 /// The trace side of one publish, or of one batch of publishes: with `otel`, a producer span,
 /// ended when this is dropped.
 pub(crate) struct Producer {
+    /// Boxed: a publish future holds an `Option<Producer>`, and keeping it at one pointer keeps
+    /// publishes with tracing off as small as without the feature.
     #[cfg(feature = "otel")]
-    span: tracing::Span,
+    span: Box<tracing::Span>,
     #[cfg(feature = "otel")]
     batch: bool,
 }
@@ -233,7 +235,7 @@ impl Producer {
     fn start(topic: &str, batch: bool) -> Self {
         Producer {
             #[cfg(feature = "otel")]
-            span: otel::producer_span(topic),
+            span: Box::new(otel::producer_span(topic)),
             #[cfg(feature = "otel")]
             batch,
         }
@@ -301,8 +303,10 @@ impl Sent for Vec<crate::PublishAck> {
 /// ended when this is dropped.
 pub(crate) struct Consumer {
     parent: Option<TraceParent>,
+    /// Boxed and optional: every delivery holds a `Consumer`, and one pointer keeps deliveries
+    /// with tracing off as small as without the feature.
     #[cfg(feature = "otel")]
-    span: tracing::Span,
+    span: Option<Box<tracing::Span>>,
 }
 
 impl Consumer {
@@ -311,7 +315,7 @@ impl Consumer {
         Consumer {
             parent: None,
             #[cfg(feature = "otel")]
-            span: tracing::Span::none(),
+            span: None,
         }
     }
 
@@ -325,7 +329,7 @@ impl Consumer {
         Consumer {
             parent,
             #[cfg(feature = "otel")]
-            span: otel::consumer_span(delivery, payload_len),
+            span: Some(Box::new(otel::consumer_span(delivery, payload_len))),
         }
     }
 
@@ -336,14 +340,19 @@ impl Consumer {
         Consumer {
             parent: None,
             #[cfg(feature = "otel")]
-            span: otel::batch_span(messages),
+            span: Some(Box::new(otel::batch_span(messages))),
         }
     }
 
     /// Runs `fut` (a handler) inside this trace.
     pub(crate) async fn run<F: Future>(&self, fut: F) -> F::Output {
         #[cfg(feature = "otel")]
-        let fut = tracing::Instrument::instrument(fut, self.span.clone());
+        let span = self
+            .span
+            .as_deref()
+            .map_or_else(tracing::Span::none, Clone::clone);
+        #[cfg(feature = "otel")]
+        let fut = tracing::Instrument::instrument(fut, span);
         match self.parent {
             Some(parent) => CURRENT.scope(parent, fut).await,
             None => fut.await,
@@ -353,7 +362,7 @@ impl Consumer {
     /// Runs `f` (one poll of a handler) inside this trace.
     pub(crate) fn run_sync<R>(&self, f: impl FnOnce() -> R) -> R {
         #[cfg(feature = "otel")]
-        let _entered = self.span.enter();
+        let _entered = self.span.as_deref().map(tracing::Span::enter);
         match self.parent {
             Some(parent) => CURRENT.sync_scope(parent, f),
             None => f(),
@@ -364,8 +373,10 @@ impl Consumer {
     #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
     pub(crate) fn finish(&self, outcomes: &[Result<(), HandlerError>]) {
         #[cfg(feature = "otel")]
-        if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
-            otel::failed(&self.span, e.class().as_str(), e);
+        if let Some(span) = &self.span
+            && let Some(Err(e)) = outcomes.iter().find(|o| o.is_err())
+        {
+            otel::failed(span, e.class().as_str(), e);
         }
     }
 }
