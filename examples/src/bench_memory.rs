@@ -124,8 +124,54 @@ async fn raw_channel(events: &[BenchPrice]) -> Duration {
 ///
 /// When publishing or subscribing fails.
 pub async fn bus_run(events: &[BenchPrice], groups: usize) -> Duration {
+    bus_run_traced(events, groups, Trace::Off).await
+}
+
+/// How `bench memory --trace` traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trace {
+    /// `trace_context` off (the default).
+    Off,
+    /// `trace_context` on with no OpenTelemetry layer: the `traceparent` pass-through.
+    Context,
+    /// `trace_context` on under the `tracing-opentelemetry` layer of an SDK tracer provider:
+    /// every span made, sampled and ended; no exporter, so exporting is not part of the figure.
+    Otel,
+}
+
+impl std::str::FromStr for Trace {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Trace::Off),
+            "context" => Ok(Trace::Context),
+            "otel" => Ok(Trace::Otel),
+            other => Err(format!("--trace {other}: give off, context or otel")),
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber [`Trace::Otel`] runs under; keep the provider for
+/// the run.
+fn install_otel() -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+    tracing::subscriber::set_global_default(subscriber).expect("no subscriber installed yet");
+    provider
+}
+
+/// [`bus_run`] with tracing as `trace` says.
+async fn bus_run_traced(events: &[BenchPrice], groups: usize, trace: Trace) -> Duration {
     let mut config = EventBusConfig::memory();
     config.memory_queue_capacity = 1024;
+    config.trace_context = trace != Trace::Off;
     let bus: EventBus = MemoryBus::new(config).expect("config").into();
     let done = Done::new(events.len() as u64 * groups as u64);
     for g in 0..groups {
@@ -152,8 +198,16 @@ pub async fn bus_run(events: &[BenchPrice], groups: usize) -> Duration {
     elapsed
 }
 
-/// Runs the memory benchmark; `count_allocs` returns the number of heap allocations so far.
-pub async fn run(json: bool, n: usize, count_allocs: impl Fn() -> u64) -> Vec<Figure> {
+/// Runs the memory benchmark with tracing as `trace` says; `count_allocs` returns the number of
+/// heap allocations so far.
+pub async fn run(
+    json: bool,
+    n: usize,
+    trace: Trace,
+    count_allocs: impl Fn() -> u64,
+) -> Vec<Figure> {
+    let _provider = (trace == Trace::Otel).then(install_otel);
+    let bus_run = |events, groups| bus_run_traced(events, groups, trace);
     let events: Vec<BenchPrice> = (0..n as u64).map(event).collect();
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     // Warm up both paths once, then take the best of three (the machines are noisy).

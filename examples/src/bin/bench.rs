@@ -1,7 +1,8 @@
 //! The benchmark: `cargo run --release -p examples --bin bench -- <memory|jetstream> [--json]`.
 //!
-//! - `memory [--events N]`: publish -> typed handler with 1 and 16 groups beside a raw tokio
-//!   channel, and allocations per event.
+//! - `memory [--events N] [--trace off|context|otel]`: publish -> typed handler with 1 and 16
+//!   groups beside a raw tokio channel, and allocations per event; `--trace` turns
+//!   `trace_context` on, alone (`context`) or under an OpenTelemetry layer (`otel`).
 //! - `jetstream [--url nats://...]`: publish (awaited and pipelined), consume through a typed
 //!   handler, paced latency, each beside raw `async-nats` against the same server; starts its own
 //!   `nats-server` unless given a URL. Every phase can run again against the same server, and
@@ -27,7 +28,7 @@ use std::alloc::System;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const USAGE: &str = "usage: bench memory [--json] [--events N]
+const USAGE: &str = "usage: bench memory [--json] [--events N] [--trace off|context|otel]
        bench jetstream [--json] [--url nats://host:port] [--compare-ruststream]
        bench ordering [--json] [--url nats://host:port]
        bench dedup [--json] [--url nats://host:port]
@@ -79,7 +80,10 @@ fn main() {
     let region = Region::new(GLOBAL);
     match suite.map(String::as_str) {
         Some("memory") => {
-            runtime.block_on(examples::bench_memory::run(json, events, || {
+            let trace = value("--trace")
+                .map(|t| t.parse().unwrap_or_else(|e: String| fail(&e)))
+                .unwrap_or(examples::bench_memory::Trace::Off);
+            runtime.block_on(examples::bench_memory::run(json, events, trace, || {
                 region.change().allocations as u64
             }));
         }
