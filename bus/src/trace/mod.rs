@@ -100,24 +100,22 @@ pub(crate) struct TraceParent {
 }
 
 impl TraceParent {
-    /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; anything else (or all-zero ids) is `None`.
+    /// Parses `<2 hex>-<32 hex>-<16 hex>-<2 hex>` (a later version may add `-` fields, which are
+    /// ignored); anything else, version `ff` or all-zero ids is `None`. Runs on every delivery
+    /// with trace context, so it reads the fixed positions instead of splitting.
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        let mut parts = s.trim().split('-');
-        let (version, trace, span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2
-            || version == "ff"
-            || trace.len() != 32
-            || span.len() != 16
-            || flags.len() != 2
-        {
+        let b = s.trim().as_bytes();
+        let dashes_at = |positions: &[usize]| positions.iter().all(|&i| b[i] == b'-');
+        if b.len() < 55 || !dashes_at(&[2, 35, 52]) || (b.len() > 55 && b[55] != b'-') {
             return None;
         }
-        u8::from_str_radix(version, 16).ok()?;
+        if hex(&b[..2])? == 0xff {
+            return None;
+        }
         let p = TraceParent {
-            trace_id: u128::from_str_radix(trace, 16).ok()?,
-            span_id: u64::from_str_radix(span, 16).ok()?,
-            flags: u8::from_str_radix(flags, 16).ok()?,
+            trace_id: u128::from(hex(&b[3..19])?) << 64 | u128::from(hex(&b[19..35])?),
+            span_id: hex(&b[36..52])?,
+            flags: u8::try_from(hex(&b[53..55])?).ok()?,
         };
         (p.trace_id != 0 && p.span_id != 0).then_some(p)
     }
@@ -139,12 +137,36 @@ impl TraceParent {
         }
     }
 
-    /// The header value.
+    /// The header value: `00-<trace id>-<parent id>-<flags>`, lowercase hex.
     pub(crate) fn to_header(self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        write_hex(&mut out[3..35], self.trace_id);
+        write_hex(&mut out[36..52], u128::from(self.span_id));
+        write_hex(&mut out[53..55], u128::from(self.flags));
+        String::from_utf8(out.to_vec()).expect("hex digits and dashes are ASCII")
+    }
+}
+
+/// The value of at most 16 hex digits (either case); `None` for anything else.
+fn hex(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u64::from(v))
+    })
+}
+
+/// Writes the low `out.len()` hex digits of `n` into `out`, lowercase.
+fn write_hex(out: &mut [u8], mut n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for d in out.iter_mut().rev() {
+        *d = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -397,9 +419,27 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-xyz92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }
+        // Upper case is read; a later version's extra fields are ignored.
+        let upper = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01";
+        assert_eq!(TraceParent::parse(upper), Some(p));
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
+        assert_eq!(TraceParent::parse(later), Some(p));
+        let low = TraceParent {
+            trace_id: 1,
+            span_id: 2,
+            flags: 0,
+        };
+        assert_eq!(
+            low.to_header(),
+            "00-00000000000000000000000000000001-0000000000000002-00"
+        );
     }
 
     #[tokio::test]

@@ -51,6 +51,11 @@ pub(super) fn consumer_span(delivery: &Delivery, payload_len: usize) -> Span {
         messaging.message.body.size = as_i64(payload_len),
         messaging.nats.message.delivery_attempt = i64::from(delivery.attempt()),
     );
+    if span.is_disabled() {
+        // No subscriber wants it (none installed, or filtered out): the light pass-through
+        // carries the context, and nothing here needs reading.
+        return span;
+    }
     let parent = extract(delivery.headers());
     if parent.span().span_context().is_valid() {
         // Fails only where the span is disabled or no OpenTelemetry layer is installed: then
@@ -79,6 +84,9 @@ pub(super) fn batch_span(messages: &[RawMessage]) -> Span {
         messaging.consumer.group.name = delivery.group(),
         messaging.batch.message_count = as_i64(messages.len()),
     );
+    if span.is_disabled() {
+        return span;
+    }
     for message in messages {
         let cx = extract(message.headers());
         span.add_link(cx.span().span_context().clone());
