@@ -481,3 +481,97 @@ async fn an_unsampled_trace_stays_unsampled_on_memory() {
 async fn an_unsampled_trace_stays_unsampled_on_jetstream() {
     an_unsampled_trace_stays_unsampled(jetstream().await).await;
 }
+
+/// A batch handler's run is one consumer span of its own trace, linked to the context of each
+/// message in the batch.
+async fn a_batch_handler_run_links_its_messages((bus, _server): (EventBus, Option<NatsServer>)) {
+    let sizes = Recorder::<usize>::new();
+    let seen = std::sync::Arc::clone(&sizes);
+    bus.subscribe(Subscription::new("batched", Ping::TOPIC).batch_handler(
+        bus::BatchOptions::new(3, Duration::from_secs(5)),
+        move |events: Vec<Ping>| {
+            seen.push(events.len());
+            let outcomes: Vec<Result<(), HandlerError>> = events.iter().map(|_| Ok(())).collect();
+            async move { outcomes }
+        },
+    ))
+    .await
+    .unwrap();
+    let root = tracing::info_span!("root");
+    for seq in 1..=3 {
+        bus.publish(&Ping::new(seq))
+            .instrument(root.clone())
+            .await
+            .unwrap();
+    }
+    let trace = root.context().span().span_context().trace_id();
+    drop(root);
+    sizes
+        .wait_until(WAIT, "3 events handled", |s| s.iter().sum::<usize>() == 3)
+        .await;
+    let published: Vec<SpanId> = spans(trace, 4)
+        .await
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Producer)
+        .map(|s| s.span_context.span_id())
+        .collect();
+    assert_eq!(published.len(), 3);
+
+    // The runs' spans: consumer spans of other traces whose links reach this one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let runs = loop {
+        let runs: Vec<SpanData> = exporter()
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.links.iter().any(|l| l.span_context.trace_id() == trace))
+            .collect();
+        let linked: usize = runs.iter().map(|s| s.links.len()).sum();
+        if linked >= 3 {
+            break runs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "batch spans linked to {trace}: {:?}",
+            names(&runs)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut linked = Vec::new();
+    for run in &runs {
+        assert_eq!(run.name, format!("process {}", Ping::TOPIC));
+        assert_eq!(run.span_kind, SpanKind::Consumer);
+        assert_ne!(
+            run.span_context.trace_id(),
+            trace,
+            "a run starts its own trace"
+        );
+        assert_eq!(
+            string(run, "messaging.consumer.group.name"),
+            "service-batched"
+        );
+        assert_eq!(
+            int(run, "messaging.batch.message_count"),
+            i64::try_from(run.links.len()).unwrap()
+        );
+        linked.extend(run.links.iter().map(|l| l.span_context.span_id()));
+    }
+    linked.sort_by_key(|id| id.to_bytes());
+    let mut published = published;
+    published.sort_by_key(|id| id.to_bytes());
+    assert_eq!(
+        linked, published,
+        "each message's producer span is linked once"
+    );
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_handler_run_links_its_messages_on_memory() {
+    a_batch_handler_run_links_its_messages(memory().await).await;
+}
+
+#[tokio::test]
+async fn a_batch_handler_run_links_its_messages_on_jetstream() {
+    a_batch_handler_run_links_its_messages(jetstream().await).await;
+}

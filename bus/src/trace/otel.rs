@@ -34,10 +34,11 @@ pub(super) fn producer_span(topic: &str) -> Span {
     )
 }
 
-/// A consumer span for a delivery, a child of the context its headers carry.
-pub(super) fn consumer_span(delivery: &Delivery, payload_len: usize) -> Span {
+/// A consumer span for the deliveries of `delivery`'s subscription, with the attributes of
+/// one message or of a batch left to record.
+fn process_span(delivery: &Delivery) -> Span {
     let topic = delivery.topic();
-    let span = tracing::info_span!(
+    tracing::info_span!(
         target: "bus",
         "process",
         otel.name = format_args!("process {topic}").to_string(),
@@ -47,10 +48,16 @@ pub(super) fn consumer_span(delivery: &Delivery, payload_len: usize) -> Span {
         "messaging.operation.type" = "process",
         messaging.destination.name = topic,
         messaging.consumer.group.name = delivery.group(),
-        messaging.message.id = delivery.event_id(),
-        messaging.message.body.size = as_i64(payload_len),
-        messaging.nats.message.delivery_attempt = i64::from(delivery.attempt()),
-    );
+        messaging.message.id = Empty,
+        messaging.message.body.size = Empty,
+        messaging.nats.message.delivery_attempt = Empty,
+        messaging.batch.message_count = Empty,
+    )
+}
+
+/// A consumer span for a delivery, a child of the context its headers carry.
+pub(super) fn consumer_span(delivery: &Delivery, payload_len: usize) -> Span {
+    let span = process_span(delivery);
     if span.is_disabled() {
         // No subscriber wants it (none installed, or filtered out): the light pass-through
         // carries the context, and nothing here needs reading.
@@ -58,10 +65,17 @@ pub(super) fn consumer_span(delivery: &Delivery, payload_len: usize) -> Span {
     }
     let parent = extract(delivery.headers());
     if parent.span().span_context().is_valid() {
-        // Fails only where the span is disabled or no OpenTelemetry layer is installed: then
-        // there is no span to parent.
+        // Fails only where no OpenTelemetry layer is installed: then there is no span to parent.
         let _ = span.set_parent(parent);
     }
+    if let Some(id) = delivery.event_id() {
+        span.record("messaging.message.id", id);
+    }
+    span.record("messaging.message.body.size", as_i64(payload_len));
+    span.record(
+        "messaging.nats.message.delivery_attempt",
+        i64::from(delivery.attempt()),
+    );
     span
 }
 
@@ -70,23 +84,11 @@ pub(super) fn batch_span(messages: &[RawMessage]) -> Span {
     let Some(first) = messages.first() else {
         return Span::none();
     };
-    let delivery = &first.delivery;
-    let topic = delivery.topic();
-    let span = tracing::info_span!(
-        target: "bus",
-        "process",
-        otel.name = format_args!("process {topic}").to_string(),
-        otel.kind = "consumer",
-        messaging.system = SYSTEM,
-        "messaging.operation.name" = "process",
-        "messaging.operation.type" = "process",
-        messaging.destination.name = topic,
-        messaging.consumer.group.name = delivery.group(),
-        messaging.batch.message_count = as_i64(messages.len()),
-    );
+    let span = process_span(&first.delivery);
     if span.is_disabled() {
         return span;
     }
+    span.record("messaging.batch.message_count", as_i64(messages.len()));
     for message in messages {
         let cx = extract(message.headers());
         span.add_link(cx.span().span_context().clone());
