@@ -266,16 +266,6 @@ async fn a_chain_of_handlers_is_one_trace((bus, _server): (EventBus, Option<Nats
     bus.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_chain_of_handlers_is_one_trace_on_memory() {
-    a_chain_of_handlers_is_one_trace(memory().await).await;
-}
-
-#[tokio::test]
-async fn a_chain_of_handlers_is_one_trace_on_jetstream() {
-    a_chain_of_handlers_is_one_trace(jetstream().await).await;
-}
-
 /// A failed delivery's span has error status and the error class; the retry is a span of its
 /// own with the next attempt number.
 async fn failures_are_marked((bus, _server): (EventBus, Option<NatsServer>)) {
@@ -331,16 +321,6 @@ async fn failures_are_marked((bus, _server): (EventBus, Option<NatsServer>)) {
     bus.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn failures_are_marked_on_memory() {
-    failures_are_marked(memory().await).await;
-}
-
-#[tokio::test]
-async fn failures_are_marked_on_jetstream() {
-    failures_are_marked(jetstream().await).await;
-}
-
 /// A batch publish is one producer span; every event of it carries its context.
 async fn a_batch_is_one_producer_span((bus, _server): (EventBus, Option<NatsServer>)) {
     let handled = Recorder::<String>::new();
@@ -378,16 +358,6 @@ async fn a_batch_is_one_producer_span((bus, _server): (EventBus, Option<NatsServ
     ids.sort();
     assert_eq!(ids, ["ping-1", "ping-2", "ping-3"]);
     bus.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_batch_is_one_producer_span_on_memory() {
-    a_batch_is_one_producer_span(memory().await).await;
-}
-
-#[tokio::test]
-async fn a_batch_is_one_producer_span_on_jetstream() {
-    a_batch_is_one_producer_span(jetstream().await).await;
 }
 
 /// Publishes a `Ping` with only the headers a service without this bus would send (its own
@@ -436,16 +406,6 @@ async fn a_foreign_traceparent_is_the_parent((bus, server): (EventBus, Option<Na
     bus.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_foreign_traceparent_is_the_parent_on_memory() {
-    a_foreign_traceparent_is_the_parent(memory().await).await;
-}
-
-#[tokio::test]
-async fn a_foreign_traceparent_is_the_parent_on_jetstream() {
-    a_foreign_traceparent_is_the_parent(jetstream().await).await;
-}
-
 /// An upstream decision not to sample is kept: no spans are exported, and what the handler
 /// publishes carries the same trace, still not sampled.
 async fn an_unsampled_trace_stays_unsampled((bus, server): (EventBus, Option<NatsServer>)) {
@@ -470,16 +430,6 @@ async fn an_unsampled_trace_stays_unsampled((bus, server): (EventBus, Option<Nat
         .filter(|s| s.span_context.trace_id() == trace)
         .count();
     assert_eq!(exported, 0);
-}
-
-#[tokio::test]
-async fn an_unsampled_trace_stays_unsampled_on_memory() {
-    an_unsampled_trace_stays_unsampled(memory().await).await;
-}
-
-#[tokio::test]
-async fn an_unsampled_trace_stays_unsampled_on_jetstream() {
-    an_unsampled_trace_stays_unsampled(jetstream().await).await;
 }
 
 /// A batch handler's run is one consumer span of its own trace, linked to the context of each
@@ -566,12 +516,33 @@ async fn a_batch_handler_run_links_its_messages((bus, _server): (EventBus, Optio
     bus.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_batch_handler_run_links_its_messages_on_memory() {
-    a_batch_handler_run_links_its_messages(memory().await).await;
+/// Runs each scenario as a test on each backend: `on_memory::name` and `on_jetstream::name`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::memory().await).await;
+                }
+            )*
+        }
+        mod on_jetstream {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::jetstream().await).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn a_batch_handler_run_links_its_messages_on_jetstream() {
-    a_batch_handler_run_links_its_messages(jetstream().await).await;
-}
+on_both_backends!(
+    a_chain_of_handlers_is_one_trace,
+    failures_are_marked,
+    a_batch_is_one_producer_span,
+    a_foreign_traceparent_is_the_parent,
+    an_unsampled_trace_stays_unsampled,
+    a_batch_handler_run_links_its_messages,
+);
