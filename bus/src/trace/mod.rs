@@ -290,7 +290,7 @@ impl Producer {
                 let sent = match result {
                     Ok(acks) => acks.count(),
                     Err(Error::PartialBatch { acks, .. }) => acks.len(),
-                    Err(_) => 1,
+                    Err(_) => 0,
                 };
                 self.span
                     .record("messaging.batch.message_count", otel::as_i64(sent));
