@@ -88,6 +88,7 @@ macro_rules! conformance_suite {
             out_of_range_subscription_settings_are_refused,
             ordered_by_key_orders_each_key_and_runs_keys_concurrently,
             batch_handler_settles_each_event_on_its_own,
+            batch_handler_panics_are_dead_lettered,
             health_reflects_close,
             trace_context_is_continued_by_handlers,
             a_new_group_starts_at_new_events_by_default,
@@ -1029,6 +1030,49 @@ pub async fn batch_handler_settles_each_event_on_its_own(factory: &Factory) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("batch handler"), "{err}");
+    bus.close().await.unwrap();
+}
+
+/// A batch handler that panics, before its first `.await` or after, dead-letters the events of
+/// that run with class `panic`, and the subscription goes on with the next batch.
+pub async fn batch_handler_panics_are_dead_lettered(factory: &Factory) {
+    let bus = start(factory).await;
+    let dlq = dead_letters(&bus).await;
+    let handled = Recorder::<u64>::new();
+    let h = Arc::clone(&handled);
+    bus.subscribe(Subscription::new("panicky", Ping::TOPIC).batch_handler(
+        bus::BatchOptions::new(1, Duration::from_millis(10)),
+        move |events: Vec<Ping>| {
+            let seq = events[0].seq;
+            assert_ne!(seq, 1, "bad invariant before the await");
+            let h = Arc::clone(&h);
+            async move {
+                tokio::task::yield_now().await;
+                assert_ne!(seq, 2, "bad invariant after the await");
+                h.push(seq);
+                Ok::<_, HandlerError>(())
+            }
+        },
+    ))
+    .await
+    .unwrap();
+    for seq in 1..=3 {
+        bus.publish(&Ping::new(seq)).await.unwrap();
+    }
+    dlq.wait_for(2, WAIT).await;
+    handled.wait_for(1, WAIT).await;
+    assert_eq!(handled.items(), [3]);
+    let mut errors: Vec<String> = dlq
+        .items()
+        .iter()
+        .map(|m| {
+            assert_eq!(header(m, headers::DLQ_ERROR_CLASS), "panic");
+            header(m, headers::DLQ_ERROR).to_owned()
+        })
+        .collect();
+    errors.sort();
+    assert!(errors[0].contains("after the await"), "{errors:?}");
+    assert!(errors[1].contains("before the await"), "{errors:?}");
     bus.close().await.unwrap();
 }
 

@@ -106,6 +106,30 @@ pub(crate) fn idle_slot() -> HandlerSlot {
     HandlerSlot::new(std::future::pending())
 }
 
+/// Calls a batch handler over `n` messages, in `trace` and with panics caught: the handler's
+/// synchronous part (decoding, a closure's code before its `async` block) runs here. A panic
+/// there is the outcome of each message.
+pub(crate) fn call_batch(
+    trace: &Consumer,
+    n: usize,
+    call: impl FnOnce() -> crate::handler::BatchFuture,
+) -> crate::handler::BatchFuture {
+    trace
+        .run_sync(|| std::panic::catch_unwind(AssertUnwindSafe(call)))
+        .unwrap_or_else(|panic| {
+            let outcomes = each(n, &panic_error(&*panic));
+            Box::pin(std::future::ready(outcomes))
+        })
+}
+
+/// `error` as the outcome of each of `n` messages.
+fn each(n: usize, error: &HandlerError) -> Vec<Result<(), HandlerError>> {
+    let (class, message) = (error.class(), error.message());
+    (0..n)
+        .map(|_| Err(HandlerError::new(class, message.clone())))
+        .collect()
+}
+
 /// Runs a batch handler's future to the end, in `trace`, with panics caught and past `limit`
 /// cancelled; a failure of the whole run is the outcome of each of its `n` messages.
 pub(crate) async fn run_batch(
@@ -126,12 +150,7 @@ async fn run_batch_in(
     limit: Option<Duration>,
 ) -> Vec<Result<(), HandlerError>> {
     let caught = trace.run(AssertUnwindSafe(handler).catch_unwind());
-    let all = |error: HandlerError| {
-        let (class, message) = (error.class(), error.message());
-        (0..n)
-            .map(|_| Err(HandlerError::new(class, message.clone())))
-            .collect()
-    };
+    let all = |error: HandlerError| each(n, &error);
     let outcome = match limit {
         None => caught.await,
         Some(limit) => match tokio::time::timeout(limit, caught).await {

@@ -375,7 +375,8 @@ impl<S: Source> Worker<S> {
         } else {
             Consumer::none()
         };
-        let run = first_poll::run_batch(handler.call(&raws), n, limit, trace);
+        let call = first_poll::call_batch(&trace, n, || handler.call(&raws));
+        let run = first_poll::run_batch(call, n, limit, trace);
         running.push(async move {
             let msgs: Vec<&S::Message> = in_hand.iter().map(|h| &h.msg).collect();
             let outcomes = keep_alive_while::<S, _>(&msgs, every, run).await;
