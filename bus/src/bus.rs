@@ -190,17 +190,18 @@ impl EventBus {
         mut headers: Headers,
     ) -> Result<PublishAck, Error> {
         crate::topic::validate_topic(topic)?;
+        headers.validate()?;
         if headers.get(headers::MSG_ID).is_none() {
             headers.insert(headers::MSG_ID, new_message_id());
         }
-        // Trace headers the caller wrote are kept as they are, with no span of the bus's.
+        // A `traceparent` the caller wrote is sent as it is, with no span of the bus's; other
+        // trace headers of the caller's are kept beside the bus's `traceparent`.
         let trace = (self.trace_context && headers.get(headers::TRACEPARENT).is_none())
             .then(|| Producer::single(topic));
         if let Some(trace) = &trace {
             trace.message_id(headers.get(headers::MSG_ID).unwrap_or_default());
             trace.headers().write_to(&mut headers);
         }
-        headers.validate()?;
         let started = Instant::now();
         let result = self.send(topic, payload.into(), headers).await;
         self.record_publish(topic, started, &result);

@@ -403,6 +403,8 @@ async fn a_foreign_traceparent_is_the_parent((bus, server): (EventBus, Option<Na
     assert!(process_ping.parent_span_is_remote);
     let publish_pong = span(&all, &format!("publish {}", Pong::TOPIC));
     is_child(publish_pong, process_ping);
+    // The W3C propagator's empty `tracestate` is not sent.
+    assert_eq!(seen.items()[0].get("tracestate"), None);
     bus.close().await.unwrap();
 }
 

@@ -216,10 +216,13 @@ impl TraceHeaders {
         self.0.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
     }
 
-    /// Writes them into `headers`, replacing values of the same names.
+    /// Writes them into `headers`, except those `headers` already has: a trace header the
+    /// publisher set itself (a `baggage` of its own, say) wins.
     pub(crate) fn write_to(self, headers: &mut Headers) {
         for (name, value) in self.0 {
-            headers.insert(name, value);
+            if headers.get(&name).is_none() {
+                headers.insert(name, value);
+            }
         }
     }
 
@@ -452,5 +455,121 @@ mod tests {
         assert_ne!(child.span_id, root.span_id);
         let other = TraceParent::parse(&outgoing()).unwrap();
         assert_ne!(other.trace_id, root.trace_id);
+    }
+}
+
+/// The light pass-through through a real bus (built without `otel` in `cargo test -p bus`, and
+/// with it but no OpenTelemetry layer in the workspace's run).
+#[cfg(test)]
+mod through_the_bus {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::TraceParent;
+    use crate::{
+        Delivery, Event, EventBus, EventBusConfig, HandlerError, Headers, Subscription, Topic,
+    };
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Asked {
+        #[prost(uint32, tag = "1")]
+        n: u32,
+    }
+
+    impl Event for Asked {
+        const TOPIC: Topic<Self> = Topic::new("test.events.v1.asked");
+        const EVENT_TYPE: &'static str = "asked";
+        const FULL_NAME: &'static str = "test.events.v1.Asked";
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Answered {
+        #[prost(uint32, tag = "1")]
+        n: u32,
+    }
+
+    impl Event for Answered {
+        const TOPIC: Topic<Self> = Topic::new("test.events.v1.answered");
+        const EVENT_TYPE: &'static str = "answered";
+        const FULL_NAME: &'static str = "test.events.v1.Answered";
+    }
+
+    /// A memory bus where `relay` answers each `Asked` and the headers of each `Answered` come
+    /// out of the returned channel.
+    async fn relay() -> (EventBus, mpsc::Receiver<Headers>) {
+        let mut config = EventBusConfig::memory();
+        config.trace_context = true;
+        let bus = EventBus::connect(config).await.unwrap();
+        let onward = bus.clone();
+        bus.subscribe(
+            Subscription::new("relay", Asked::TOPIC).handler(move |e: Asked| {
+                let bus = onward.clone();
+                async move {
+                    bus.publish(&Answered { n: e.n }).await?;
+                    Ok::<_, HandlerError>(())
+                }
+            }),
+        )
+        .await
+        .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        bus.subscribe(Subscription::new("sink", Answered::TOPIC).handler(
+            move |_: Answered, d: Delivery| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(d.headers().clone()).await.unwrap();
+                    Ok::<_, HandlerError>(())
+                }
+            },
+        ))
+        .await
+        .unwrap();
+        (bus, rx)
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Headers>) -> Headers {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the answer within 10 s")
+            .unwrap()
+    }
+
+    fn traceparent(headers: &Headers) -> TraceParent {
+        TraceParent::parse(headers.get(crate::headers::TRACEPARENT).unwrap()).unwrap()
+    }
+
+    /// What a handler publishes continues the trace of the delivery it handles, with its
+    /// sampling flag, and a trace header of the publisher's own is kept.
+    #[tokio::test]
+    async fn a_publish_in_a_handler_continues_the_trace() {
+        let (bus, mut rx) = relay().await;
+        for flags in ["01", "00"] {
+            let upstream = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+            let mut headers = Headers::new();
+            headers.insert(crate::headers::TRACEPARENT, upstream.clone());
+            let payload = prost::Message::encode_to_vec(&Asked { n: 1 });
+            bus.publish_raw(Asked::TOPIC.as_str(), payload, headers)
+                .await
+                .unwrap();
+            let onward = traceparent(&next(&mut rx).await);
+            let upstream = TraceParent::parse(&upstream).unwrap();
+            assert_eq!(onward.trace_id, upstream.trace_id);
+            assert_eq!(onward.flags, upstream.flags);
+            assert_ne!(onward.span_id, upstream.span_id);
+        }
+
+        // No `traceparent` of the caller's: a new trace, and the caller's `baggage` stays.
+        let mut headers = Headers::new();
+        headers.insert("baggage", "tenant=acme");
+        let payload = prost::Message::encode_to_vec(&Answered { n: 2 });
+        bus.publish_raw(Answered::TOPIC.as_str(), payload, headers)
+            .await
+            .unwrap();
+        let got = next(&mut rx).await;
+        assert_eq!(got.get("baggage"), Some("tenant=acme"));
+        assert_eq!(traceparent(&got).flags, 1);
+        assert_eq!(got.get("tracestate"), None, "no empty `tracestate`");
+        bus.close().await.unwrap();
     }
 }

@@ -182,13 +182,18 @@ struct Inject<'a>(&'a mut TraceHeaders);
 
 impl Injector for Inject<'_> {
     fn set(&mut self, key: &str, value: String) {
+        self.0.0.retain(|(n, _)| !n.eq_ignore_ascii_case(key));
+        // The W3C propagator sets `tracestate` even when it is empty; an empty header is bytes
+        // on every message for nothing.
+        if value.is_empty() {
+            return;
+        }
         let name = match key {
             crate::headers::TRACEPARENT => crate::headers::TRACEPARENT.into(),
             "tracestate" => "tracestate".into(),
             "baggage" => "baggage".into(),
             other => other.to_owned().into(),
         };
-        self.0.0.retain(|(n, _)| !n.eq_ignore_ascii_case(key));
         self.0.0.push((name, value));
     }
 }
