@@ -126,8 +126,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Prints `spans` as a tree under their parents, with their kind and messaging attributes.
 fn print_tree(spans: &[SpanData]) {
-    let mut traces: Vec<_> = spans.iter().map(|s| s.span_context.trace_id()).collect();
-    traces.dedup();
+    let mut traces: Vec<_> = Vec::new();
+    for trace in spans.iter().map(|s| s.span_context.trace_id()) {
+        if !traces.contains(&trace) {
+            traces.push(trace);
+        }
+    }
     for trace in traces {
         println!("trace {trace}");
         let in_trace: Vec<&SpanData> = spans
