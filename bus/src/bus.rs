@@ -181,8 +181,10 @@ impl EventBus {
     }
 
     /// Publishes already-encoded bytes on `topic`, which is validated first. `headers` are sent
-    /// as given, plus a generated `Nats-Msg-Id` if they have none; a header NATS cannot carry
-    /// is an [`Error::InvalidHeader`] (see [`Headers::validate`]).
+    /// as given, plus a generated `Nats-Msg-Id` if they have none and, with
+    /// [`trace_context`](crate::EventBusConfig::trace_context), the trace headers if they have
+    /// no `traceparent` (trace headers they have are kept); a header NATS cannot carry is an
+    /// [`Error::InvalidHeader`] (see [`Headers::validate`]).
     pub async fn publish_raw(
         &self,
         topic: &str,
