@@ -43,7 +43,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jetstream` | yes | the NATS JetStream backend |
-//! | `testing` | | [`testing`]: `TestBus` for handler tests, throwaway `nats-server`s |
+//! | `testing` | | `bus::testing`: `TestBus` for handler tests, throwaway `nats-server`s |
 //! | `otel` | | OpenTelemetry spans for publishes and deliveries ([`trace`]) |
 
 mod bus;
